@@ -1,0 +1,144 @@
+"""Typed layer options with Darknet's defaults, declared once per layer type.
+
+A layer type lists its :class:`Option` s; :func:`parse_options` turns a section's strings into an
+:class:`OptionValues`, raising :class:`CfgError` (file:line, section, key) on a bad value or a
+missing required key and warning once about every key nobody declared.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+from darkcsp.config.reader import Section
+
+Default = Any  # a value, or a callable taking the values parsed so far (e.g. size = stride)
+
+KINDS = ("int", "float", "str", "ints", "floats")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One cfg key: its type, Darknet's default and its allowed range."""
+
+    name: str
+    kind: str
+    default: Default = None
+    required: bool = False
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise TypeError(f"option {self.name}: unknown kind {self.kind!r}")
+
+    def parse(self, text: str, section: Section) -> Any:
+        if self.kind in ("ints", "floats"):
+            scalar = "int" if self.kind == "ints" else "float"
+            items = [item for item in text.split(",") if item]
+            if not items:
+                raise section.error(f"expected a comma-separated list of {scalar}s, got {text!r}",
+                                    self.name)
+            values = [self._scalar(scalar, item, section) for item in items]
+            for value in values:
+                self._check_range(value, section)
+            return values
+        value = self._scalar(self.kind, text, section)
+        if self.choices is not None and value not in self.choices:
+            raise section.error(f"{value!r} is not one of {', '.join(self.choices)}", self.name)
+        self._check_range(value, section)
+        return value
+
+    def _scalar(self, kind: str, text: str, section: Section) -> Any:
+        if kind == "str":
+            return text
+        try:
+            number = float(text)
+        except ValueError:
+            raise section.error(f"expected {'an integer' if kind == 'int' else 'a number'}, "
+                                f"got {text!r}", self.name) from None
+        if not math.isfinite(number):
+            raise section.error(f"expected a finite number, got {text!r}", self.name)
+        if kind == "int":
+            if not number.is_integer():
+                raise section.error(f"expected an integer, got {text!r}", self.name)
+            return int(number)
+        return number
+
+    def _check_range(self, value: Any, section: Section) -> None:
+        if isinstance(value, str):
+            return
+        if self.minimum is not None and value < self.minimum:
+            raise section.error(f"{value} is below the minimum {self.minimum:g}", self.name)
+        if self.maximum is not None and value > self.maximum:
+            raise section.error(f"{value} is above the maximum {self.maximum:g}", self.name)
+
+
+class OptionValues(dict):
+    """Parsed options; read as ``values.filters`` or ``values["filters"]``.
+
+    ``given`` holds the keys the cfg wrote explicitly (the rest are defaults).
+    """
+
+    given: frozenset[str]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+# Keys Darknet reads for every layer (parser.c), accepted everywhere.
+COMMON_OPTIONS: tuple[Option, ...] = (
+    Option("clip", "float", 0.0),
+    Option("onlyforward", "int", 0),
+    Option("dont_update", "int", 0),
+    Option("burnin_update", "int", 0),
+    Option("stopbackward", "int", 0),
+    Option("train_only_bn", "int", 0),
+    Option("dontload", "int", 0, doc="skip this layer when loading weights"),
+    Option("dontloadscales", "int", 0,
+           doc="skip the BN scales/mean/variance when loading (Darknet still saves them)"),
+    Option("learning_rate", "float", 1.0, doc="per-layer learning-rate multiplier"),
+    Option("stream", "int", -1),
+    Option("wait_stream", "int", -1),
+)
+
+
+def parse_options(section: Section, options: Sequence[Option],
+                  extra_known: Iterable[str] = ()) -> OptionValues:
+    """Typed values for ``options`` from ``section``; warns about undeclared keys."""
+    values = OptionValues()
+    for option in (*options, *COMMON_OPTIONS):
+        if option.name in values:
+            continue
+        text = section.get(option.name)
+        if text is None:
+            if option.required:
+                raise section.error("required option is missing", option.name)
+            default = option.default
+            values[option.name] = default(values) if callable(default) else default
+        else:
+            values[option.name] = option.parse(text, section)
+    known = set(values) | set(extra_known)
+    for key in section.entries:
+        if key not in known:
+            section.warn(f"unknown key {key!r} ignored", key)
+    values.given = frozenset(k for k in section.entries if k in values)
+    return values
+
+
+def parse_activation_name(section: Section, key: str, default: str,
+                          known: Iterable[str]) -> str:
+    """An activation name; unlike Darknet (which silently uses relu) an unknown name is an error."""
+    name = section.get(key) or default
+    if name not in known:
+        raise section.error(f"unknown activation {name!r} (known: {', '.join(sorted(known))})",
+                            key)
+    return name
+
+
+Validator = Callable[[OptionValues, Section], None]

@@ -1,0 +1,8 @@
+"""Every registered layer type; importing this package fills the registry."""
+from darkcsp.layers import (activations, attention, classify, conv, heads, pool,  # noqa: F401
+                            resample, route, shortcut)
+from darkcsp.layers.registry import (LayerType, Node, Shape, WeightBlock, layer_type, register,
+                                     registered_types)
+
+__all__ = ["LayerType", "Node", "Shape", "WeightBlock", "layer_type", "register",
+           "registered_types"]

@@ -1,0 +1,158 @@
+"""Pooling: ``[maxpool]`` (spatial, and channel max-out with ``maxpool_depth``),
+``[local_avgpool]`` and the global ``[avgpool]``.
+
+Darknet's spatial pools share one geometry: ``out = (in + padding - size) / stride + 1`` with the
+window origin at ``-padding/2`` (integer division), so the default ``padding = size - 1`` pads an
+even kernel only on the right/bottom. PyTorch's symmetric padding cannot express that, so the
+modules pad explicitly.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from darkcsp.config.options import Option, OptionValues
+from darkcsp.config.reader import Section
+from darkcsp.layers.registry import DarknetModule, LayerType, Node, Shape, register
+
+POOL_OPTIONS = (
+    Option("stride", "int", 1, minimum=1),
+    Option("stride_x", "int", lambda v: v.stride, minimum=1),
+    Option("stride_y", "int", lambda v: v.stride, minimum=1),
+    Option("size", "int", lambda v: v.stride, minimum=1),
+    Option("padding", "int", lambda v: v.size - 1, minimum=0),
+    Option("antialiasing", "int", 0, doc="not supported by darkcsp"),
+)
+
+
+def pool_out(length: int, size: int, stride: int, padding: int) -> int:
+    return (length + padding - size) // stride + 1
+
+
+class DarknetPool(DarknetModule):
+    """Max or valid-cells average pooling with Darknet's asymmetric padding.
+
+    The geometry is computed from the actual input, so the module runs at any input size.
+    """
+
+    def __init__(self, size: int, stride: tuple[int, int], padding: int, average: bool) -> None:
+        super().__init__()
+        self.size, self.stride, self.padding, self.average = size, stride, padding, average
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size, (stride_h, stride_w), padding = self.size, self.stride, self.padding
+        in_h, in_w = x.shape[-2:]
+        out_h = pool_out(in_h, size, stride_h, padding)
+        out_w = pool_out(in_w, size, stride_w, padding)
+        begin = padding // 2
+        # right/bottom padding so that the last window fits; never negative
+        end_h = max(0, (out_h - 1) * stride_h + size - begin - in_h)
+        end_w = max(0, (out_w - 1) * stride_w + size - begin - in_w)
+        pads = (begin, end_w, begin, end_h)
+        if self.average:
+            ones = torch.ones_like(x[:1, :1])
+            total = F.avg_pool2d(F.pad(x, pads), size, self.stride)
+            count = F.avg_pool2d(F.pad(ones, pads), size, self.stride)
+            y = total / count
+        elif padding or end_h or end_w:
+            y = F.max_pool2d(F.pad(x, pads, value=float("-inf")), size, self.stride)
+        else:
+            y = F.max_pool2d(x, size, self.stride)
+        return y[:, :, :out_h, :out_w]
+
+
+class Maxout(DarknetModule):
+    """Channel max-out: ``out[g] = max(in[g], in[g + N], in[g + 2N], ...)`` for N outputs
+    (Darknet's interleaved grouping; the first ``C mod N`` groups get one extra member)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.members = math.ceil(in_channels / out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        missing = self.members * self.out_channels - self.in_channels
+        if missing:
+            x = F.pad(x, (0, 0, 0, 0, 0, missing), value=float("-inf"))
+        b, _, h, w = x.shape
+        return x.reshape(b, self.members, self.out_channels, h, w).amax(dim=1)
+
+
+class _SpatialPool(LayerType):
+    average: bool = False
+
+    def validate(self, opts: OptionValues, section: Section) -> None:
+        if opts.antialiasing:
+            raise section.error("antialiasing is not supported by darkcsp", "antialiasing")
+
+    def shape(self, node: Node) -> Shape:
+        opts, inp = node.opts, node.in_shape
+        out_w = pool_out(inp.w, opts.size, opts.stride_x, opts.padding)
+        out_h = pool_out(inp.h, opts.size, opts.stride_y, opts.padding)
+        if out_w < 1 or out_h < 1:
+            raise node.error(f"a {opts.size}x{opts.size} window with padding {opts.padding} does "
+                             f"not fit the {inp.w}x{inp.h} input", "size")
+        return Shape(inp.c, out_h, out_w)
+
+    def flops(self, node: Node) -> float:
+        return float(node.opts.size ** 2 * node.in_shape.c * node.out_shape.h * node.out_shape.w)
+
+    def module(self, node: Node, built: Sequence[nn.Module]) -> DarknetModule:
+        opts = node.opts
+        return DarknetPool(opts.size, (opts.stride_y, opts.stride_x), opts.padding,
+                           self.average)
+
+    def describe(self, node: Node) -> str:
+        opts = node.opts
+        stride = (f"{opts.stride_x}" if opts.stride_x == opts.stride_y
+                  else f"{opts.stride_x}x{opts.stride_y}")
+        return f"     {opts.size:2d}x{opts.size:2d}/{stride:>2}"
+
+
+@register
+class Maxpool(_SpatialPool):
+    name = "maxpool"
+    aliases = ("max",)
+    options = (*POOL_OPTIONS,
+               Option("maxpool_depth", "int", 0, doc="non-zero: max-out over channels"),
+               Option("out_channels", "int", 1, minimum=1, doc="max-out output channels"),
+               Option("maxpool_zero_nonmax", "int", 0))
+
+    def shape(self, node: Node) -> Shape:
+        if node.opts.maxpool_depth:
+            return Shape(node.opts.out_channels, node.in_shape.h, node.in_shape.w)
+        return super().shape(node)
+
+    def module(self, node: Node, built: Sequence[nn.Module]) -> DarknetModule:
+        if node.opts.maxpool_depth:
+            return Maxout(node.in_shape.c, node.opts.out_channels)
+        return super().module(node, built)
+
+
+@register
+class LocalAvgpool(_SpatialPool):
+    name = "local_avgpool"
+    aliases = ("local_avg",)
+    options = POOL_OPTIONS
+    average = True
+
+
+class GlobalAvgpool(DarknetModule):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3), keepdim=True)
+
+
+@register
+class Avgpool(LayerType):
+    name = "avgpool"
+    aliases = ("avg",)
+
+    def shape(self, node: Node) -> Shape:
+        return Shape(node.in_shape.c, 1, 1)
+
+    def module(self, node: Node, built: Sequence[nn.Module]) -> DarknetModule:
+        return GlobalAvgpool()

@@ -1,0 +1,164 @@
+"""The layer registry: one :class:`LayerType` per cfg section type.
+
+A layer type keeps everything about one kind of section in one place: its options (names,
+types, Darknet defaults), which earlier layers it reads, its shape rule, its FLOPs as Darknet
+counts them, and the PyTorch module that computes it. The module in turn lists its tensors in
+Darknet's ``.weights`` stream order (:meth:`DarknetModule.weight_blocks`), so loading and saving
+are the same list read forwards and written forwards. Dialect sections add a lowering to
+primitive sections.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+import torch
+from torch import nn
+
+from darkcsp.config.options import Option, OptionValues, parse_options
+from darkcsp.config.reader import Section
+from darkcsp.errors import CfgError
+
+NETWORK_INPUT = -1  # index used for "the network's input" in a node's input list
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A layer output's channels, height and width (batch excluded)."""
+
+    c: int
+    h: int
+    w: int
+
+    @property
+    def size(self) -> int:
+        return self.c * self.h * self.w
+
+    def __str__(self) -> str:
+        return f"{self.w} x {self.h} x {self.c}"
+
+
+@dataclass(frozen=True)
+class NetInfo:
+    """What every layer may need to know about the network as a whole."""
+
+    width: int
+    height: int
+    channels: int
+
+
+@dataclass
+class Node:
+    """One built layer: its section, typed options, inputs (absolute indices) and shapes."""
+
+    index: int
+    section: Section
+    kind: "LayerType"
+    opts: OptionValues
+    inputs: list[int]
+    in_shapes: list[Shape]
+    net: NetInfo
+    out_shape: Shape = Shape(0, 0, 0)
+    info: dict[str, Any] = field(default_factory=dict)  # derived values the shape rule computed
+
+    @property
+    def in_shape(self) -> Shape:
+        return self.in_shapes[0]
+
+    def error(self, message: str, key: str | None = None) -> CfgError:
+        return CfgError(f"layer {self.index}: {message}", source=self.section.source,
+                        line=self.section.line_of(key), section=self.section.type, key=key)
+
+
+@dataclass(frozen=True)
+class WeightBlock:
+    """One contiguous float32 block of a layer's ``.weights`` stream.
+
+    ``role`` lets the loader honour Darknet's per-layer switches: ``"bn"`` blocks are skipped by
+    ``dontloadscales``; ``"fc"`` blocks are transposed when the header asks for it.
+    """
+
+    tensor: torch.Tensor
+    role: str = "param"
+
+
+class DarknetModule(nn.Module):
+    """Base of every layer module: ``forward(*inputs)`` and its weights in stream order."""
+
+    def weight_blocks(self) -> list[WeightBlock]:
+        return []
+
+
+class LayerType:
+    """Base class of a registered section type. Subclasses override what differs."""
+
+    name: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
+    options: ClassVar[tuple[Option, ...]] = ()
+    detection_head: ClassVar[bool] = False
+    summary_name: ClassVar[str | None] = None  # name in Darknet's layer table, default ``name``
+
+    def parse(self, section: Section) -> OptionValues:
+        values = parse_options(section, self.options)
+        self.validate(values, section)
+        return values
+
+    def validate(self, opts: OptionValues, section: Section) -> None:
+        """Cross-option checks that do not need shapes."""
+
+    def sources(self, opts: OptionValues, index: int, section: Section) -> list[int]:
+        """Absolute indices of the layers this one reads; the previous layer by default."""
+        return [index - 1]
+
+    def shape(self, node: Node) -> Shape:
+        """The output shape; raise ``node.error(...)`` when the inputs do not fit."""
+        return node.in_shape
+
+    def flops(self, node: Node) -> float:
+        """Darknet's BFLOPs term for this layer (in FLOPs, not billions)."""
+        return 0.0
+
+    def module(self, node: Node, built: Sequence[nn.Module]) -> DarknetModule:
+        raise NotImplementedError(f"[{self.name}] has no PyTorch module")
+
+    def describe(self, node: Node) -> str:
+        """The filters / size column of Darknet's layer table."""
+        return ""
+
+
+_REGISTRY: dict[str, LayerType] = {}
+
+
+def register(cls: type[LayerType]) -> type[LayerType]:
+    """Class decorator: make ``cls`` the layer type of its section name and aliases."""
+    instance = cls()
+    for name in (cls.name, *cls.aliases):
+        if name in _REGISTRY:
+            raise RuntimeError(f"section type [{name}] registered twice")
+        _REGISTRY[name] = instance
+    return cls
+
+
+def layer_type(section: Section) -> LayerType:
+    try:
+        return _REGISTRY[section.type]
+    except KeyError:
+        raise section.error("unknown section type") from None
+
+
+def registered_types() -> dict[str, LayerType]:
+    return dict(_REGISTRY)
+
+
+def resolve_index(section: Section, key: str, value: int, index: int) -> int:
+    """Darknet's layer reference: negative = relative to ``index``, else absolute; it must name
+    an earlier layer."""
+    absolute = index + value if value < 0 else value
+    if not 0 <= absolute < index:
+        raise section.error(f"layer {index}: index {value} points to layer {absolute}, "
+                            f"outside the earlier layers 0..{index - 1}", key)
+    return absolute
+
+
+def resolve_indices(section: Section, key: str, values: Sequence[int], index: int) -> list[int]:
+    return [resolve_index(section, key, value, index) for value in values]

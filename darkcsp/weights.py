@@ -1,0 +1,170 @@
+"""Darknet's ``.weights`` format: a version-aware header, then every layer's float32 blocks.
+
+Header: int32 major, minor, revision; ``seen`` is uint64 when ``major*10 + minor >= 2`` (20-byte
+header), uint32 otherwise (16 bytes); ``major > 1000 or minor > 1000`` marks connected-layer
+weights stored transposed. The body is each layer's :meth:`weight_blocks` in index order.
+
+Unlike Darknet (which silently loads half a file), a file whose size does not fit the network is
+rejected with the bytes expected and found, and the model is left untouched. ``cutoff=N``
+reads or writes only the first N layers, like ``darknet partial``.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from darkcsp.errors import WeightsError
+
+if TYPE_CHECKING:
+    from darkcsp.graph import Darknet
+
+
+@dataclass(frozen=True)
+class WeightsHeader:
+    major: int = 0
+    minor: int = 2
+    revision: int = 5
+    seen: int = 0
+
+    @property
+    def wide_seen(self) -> bool:
+        return self.major * 10 + self.minor >= 2
+
+    @property
+    def size(self) -> int:
+        return 20 if self.wide_seen else 16
+
+    @property
+    def transposed(self) -> bool:
+        return self.major > 1000 or self.minor > 1000
+
+    def to_bytes(self) -> bytes:
+        seen = struct.pack("<Q" if self.wide_seen else "<I", self.seen)
+        return struct.pack("<iii", self.major, self.minor, self.revision) + seen
+
+    @classmethod
+    def from_bytes(cls, data: bytes, path: str) -> "WeightsHeader":
+        if len(data) < 12:
+            raise WeightsError(f"{path}: {len(data)} bytes is too short for a Darknet weights "
+                               "header (at least 16 expected)")
+        major, minor, revision = struct.unpack_from("<iii", data)
+        if min(major, minor, revision) < 0:
+            raise WeightsError(f"{path}: the header version {major}.{minor}.{revision} is "
+                               "negative: not a Darknet weights file")
+        header = cls(major, minor, revision, 0)
+        if len(data) < header.size:
+            raise WeightsError(f"{path}: the header of version {major}.{minor} needs "
+                               f"{header.size} bytes, the file has {len(data)}")
+        seen, = struct.unpack_from("<Q" if header.wide_seen else "<I", data, 12)
+        return cls(major, minor, revision, seen)
+
+
+def _layer_floats(model: "Darknet", cutoff: int | None, loading: bool
+                  ) -> list[tuple[int, list, int]]:
+    """(layer index, blocks to read/write, float count) per layer up to ``cutoff``."""
+    plan = []
+    for index, blocks in model.weight_blocks(cutoff):
+        opts = model.nodes[index].opts
+        if loading and opts.dontload:
+            continue
+        if loading and opts.dontloadscales:
+            blocks = [b for b in blocks if b.role != "bn"]
+        plan.append((index, blocks, sum(b.tensor.numel() for b in blocks)))
+    return plan
+
+
+def expected_size(model: "Darknet", cutoff: int | None = None,
+                  header: WeightsHeader | None = None) -> int:
+    """Bytes of a ``.weights`` file for ``model`` (as Darknet's save_weights writes it)."""
+    header = header or model.header
+    return header.size + 4 * sum(n for _, _, n in _layer_floats(model, cutoff, loading=False))
+
+
+def _describe(model: "Darknet", index: int) -> str:
+    node = model.nodes[index]
+    return f"layer {index} [{node.section.type}] ({node.section.source}:{node.section.line})"
+
+
+def load_weights(model: "Darknet", path: str | os.PathLike, cutoff: int | None = None) -> None:
+    """Load ``path`` into ``model``; all or nothing.
+
+    Raises :class:`WeightsError` if the file is shorter than the layers need (naming the layer
+    where it runs out) or, without ``cutoff``, longer than they need.
+    """
+    path = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    header = WeightsHeader.from_bytes(data, path)
+    plan = _layer_floats(model, cutoff, loading=True)
+    needed = header.size + 4 * sum(n for _, _, n in plan)
+    if len(data) < needed:
+        offset = header.size
+        for index, _, count in plan:
+            if offset + 4 * count > len(data):
+                raise WeightsError(
+                    f"{path}: {len(data)} bytes found, {needed} expected for "
+                    f"{'the first ' + str(cutoff) + ' layers of ' if cutoff else ''}this cfg; "
+                    f"the file runs out in {_describe(model, index)}, which needs bytes "
+                    f"{offset}..{offset + 4 * count}. Nothing was loaded "
+                    "(pass cutoff=N to load a backbone prefix)")
+            offset += 4 * count
+    if cutoff is None and len(data) > needed:
+        raise WeightsError(f"{path}: {len(data)} bytes found, {needed} expected for this cfg "
+                           f"({len(data) - needed} bytes too many: a different cfg?). Nothing "
+                           "was loaded")
+    floats = np.frombuffer(data, dtype="<f4", count=(needed - header.size) // 4,
+                           offset=header.size)
+    if not np.isfinite(floats).all():
+        bad = int(np.flatnonzero(~np.isfinite(floats))[0])
+        raise WeightsError(f"{path}: float {bad} (byte {header.size + 4 * bad}) is not finite: "
+                           "a corrupt file. Nothing was loaded")
+    source = torch.from_numpy(floats.copy())
+    offset = 0
+    with torch.no_grad():
+        for _, blocks, _ in plan:
+            for block in blocks:
+                n = block.tensor.numel()
+                values = source[offset:offset + n]
+                if block.role == "fc" and header.transposed:
+                    rows, cols = block.tensor.shape
+                    values = values.view(cols, rows).t()
+                block.tensor.copy_(values.view(block.tensor.shape))
+                offset += n
+    model.header = header
+
+
+def save_weights(model: "Darknet", path: str | os.PathLike, cutoff: int | None = None) -> None:
+    """Write ``model``'s weights (the first ``cutoff`` layers) with its header, atomically."""
+    header = model.header
+    parts = [np.frombuffer(header.to_bytes(), dtype=np.uint8)]
+    with torch.no_grad():
+        for _, blocks, _ in _layer_floats(model, cutoff, loading=False):
+            for block in blocks:
+                tensor = block.tensor.detach()
+                if block.role == "fc" and header.transposed:
+                    tensor = tensor.t()
+                parts.append(tensor.to("cpu", torch.float32).contiguous().numpy()
+                             .astype("<f4", copy=False).view(np.uint8).ravel())
+    atomic_write(path, b"".join(p.tobytes() for p in parts))
+
+
+def atomic_write(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temporary file beside ``path`` and rename it over ``path``."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
