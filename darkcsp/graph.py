@@ -47,35 +47,59 @@ class Graph:
         return float(total)
 
 
-def build_graph(sections: Sequence[Section]) -> Graph:
-    """Type-check every section, resolve its inputs and compute every layer's shape."""
-    if not sections:
-        raise CfgError("empty cfg")
-    net = parse_net(sections[0])
-    info = NetInfo(net.width, net.height, net.channels)
-    input_shape = Shape(net.channels, net.height, net.width)
-    nodes: list[Node] = []
-    for index, section in enumerate(sections[1:]):
+class GraphBuilder:
+    """Adds primitive sections one at a time, type-checking each and computing its shape as it
+    arrives (the dialect lowering needs the shapes of what it has emitted so far)."""
+
+    def __init__(self, net_section: Section) -> None:
+        self.net = parse_net(net_section)
+        self.info = NetInfo(self.net.width, self.net.height, self.net.channels)
+        self.input_shape = Shape(self.net.channels, self.net.height, self.net.width)
+        self.sections: list[Section] = [net_section]
+        self.nodes: list[Node] = []
+
+    def shape_of(self, index: int) -> Shape:
+        return self.input_shape if index == NETWORK_INPUT else self.nodes[index].out_shape
+
+    def add(self, section: Section) -> Node:
+        index = len(self.nodes)
         kind = layer_type(section)
+        if kind.macro:
+            raise section.error("a dialect section must be lowered before it is built")
         opts = kind.parse(section)
         inputs = kind.sources(opts, index, section)
-        in_shapes = [input_shape if i == NETWORK_INPUT else nodes[i].out_shape for i in inputs]
-        node = Node(index, section, kind, opts, inputs, in_shapes, info)
+        node = Node(index, section, kind, opts, inputs, [self.shape_of(i) for i in inputs],
+                    self.info)
         node.out_shape = kind.shape(node)
         if min(node.out_shape.c, node.out_shape.h, node.out_shape.w) < 1:
             raise node.error(f"the output would be empty ({node.out_shape})")
-        nodes.append(node)
-    if not nodes:
-        raise CfgError("the cfg has no layers after [net]", source=sections[0].source,
-                       line=sections[0].line, section=sections[0].type)
-    return Graph(net, list(sections), nodes)
+        self.sections.append(section)
+        self.nodes.append(node)
+        return node
+
+    def graph(self) -> Graph:
+        if not self.nodes:
+            first = self.sections[0]
+            raise CfgError("the cfg has no layers after [net]", source=first.source,
+                           line=first.line, section=first.type)
+        return Graph(self.net, self.sections, self.nodes)
 
 
-def load_sections(cfg: CfgLike) -> list[Section]:
-    """Primitive sections of a cfg path, cfg text or section list (dialect sections lowered)."""
+def build_graph(sections: Sequence[Section], target: str = "darknet") -> Graph:
+    """Lower dialect sections (for ``target``), type-check every section, resolve its inputs and
+    compute every layer's shape."""
+    from darkcsp.lower import lower_into  # the lowering drives the builder
+    if not sections:
+        raise CfgError("empty cfg")
+    builder = GraphBuilder(sections[0])
+    lower_into(builder, sections[1:], target)
+    return builder.graph()
+
+
+def load_graph(cfg: CfgLike, target: str = "darknet") -> Graph:
+    """The graph of a cfg path, cfg text or section list."""
     sections = list(cfg) if not isinstance(cfg, (str, os.PathLike)) else read_cfg(cfg)
-    from darkcsp.lower import lower_sections  # dialect -> Darknet primitives
-    return lower_sections(sections)
+    return build_graph(sections, target)
 
 
 class Darknet(nn.Module):
@@ -90,7 +114,7 @@ class Darknet(nn.Module):
 
     def __init__(self, cfg: CfgLike) -> None:
         super().__init__()
-        self.graph = build_graph(load_sections(cfg))
+        self.graph = load_graph(cfg)
         modules: list[nn.Module] = []
         for node in self.graph.nodes:
             modules.append(node.kind.module(node, modules))

@@ -2,7 +2,7 @@
 pixel with ``scale_wh``) and ``[implicit]`` (a learned constant tensor)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -27,6 +27,7 @@ class Multiply(DarknetModule):
 
 
 class _FromLayer(LayerType):
+    references = ("from",)
     options = (Option("from", "int", required=True, doc="the layer to multiply with"),
                activation_option("linear"))
 
@@ -42,7 +43,20 @@ class _FromLayer(LayerType):
 
 @register
 class Sam(_FromLayer):
+    """Darknet's ``[sam]`` (``from=`` given). Without ``from`` it is the dialect's modified SAM
+    block: a 1x1 conv + BN + logistic gate computed from the input, then the product."""
+
     name = "sam"
+
+    def lower(self, section: Section, lowering: Any) -> bool:
+        if section.get("from") is not None:
+            return False
+        activation = section.get("activation") or "linear"
+        channels = lowering.shape(lowering.previous).c
+        lowering.emit("convolutional", batch_normalize=1, filters=channels, size=1, stride=1,
+                      pad=1, activation="logistic")
+        lowering.emit("sam", **{"from": -2}, activation=activation)
+        return True
 
     def shape(self, node: Node) -> Shape:
         prev, other = node.in_shapes

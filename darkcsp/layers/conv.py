@@ -101,6 +101,7 @@ def conv_geometry(opts: OptionValues) -> tuple[int, int, int, int]:
 class Convolutional(LayerType):
     name = "convolutional"
     aliases = ("conv",)
+    references = ("share_index",)
     options = (
         Option("filters", "int", 1, minimum=1),
         Option("size", "int", 1, minimum=1),

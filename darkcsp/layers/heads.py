@@ -138,6 +138,7 @@ class _YoloBase(LayerType):
 @register
 class Yolo(_YoloBase):
     name = "yolo"
+    references = ("embedding_layer",)
     options = (*YOLO_COMMON,
                Option("new_coords", "int", 0),
                Option("show_details", "int", 1),

@@ -97,6 +97,8 @@ class LayerType:
     options: ClassVar[tuple[Option, ...]] = ()
     detection_head: ClassVar[bool] = False
     summary_name: ClassVar[str | None] = None  # name in Darknet's layer table, default ``name``
+    macro: ClassVar[bool] = False  # a dialect section that always lowers to primitives
+    references: ClassVar[tuple[str, ...]] = ()  # keys holding layer indices (remapped on lowering)
 
     def parse(self, section: Section) -> OptionValues:
         values = parse_options(section, self.options)
@@ -105,6 +107,12 @@ class LayerType:
 
     def validate(self, opts: OptionValues, section: Section) -> None:
         """Cross-option checks that do not need shapes."""
+
+    def lower(self, section: Section, lowering: Any) -> bool:
+        """Emit primitive sections for ``section`` through ``lowering`` (a
+        :class:`darkcsp.lower.Lowering`) and return True, or return False to be copied as is
+        (with its ``references`` remapped). Dialect sections override this."""
+        return False
 
     def sources(self, opts: OptionValues, index: int, section: Section) -> list[int]:
         """Absolute indices of the layers this one reads; the previous layer by default."""

@@ -32,6 +32,7 @@ class Route(DarknetModule):
 @register
 class RouteType(LayerType):
     name = "route"
+    references = ("layers",)
     options = (
         Option("layers", "ints", required=True, doc="layers to concatenate (relative if < 0)"),
         Option("groups", "int", 1, minimum=1, doc="split each input into this many blocks"),

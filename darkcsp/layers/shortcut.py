@@ -76,6 +76,7 @@ class Shortcut(DarknetModule):
 @register
 class ShortcutType(LayerType):
     name = "shortcut"
+    references = ("from",)
     options = (
         Option("from", "ints", required=True, doc="layers to add (relative if < 0)"),
         activation_option("linear"),
