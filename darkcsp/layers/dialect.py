@@ -165,6 +165,8 @@ class Csp(MacroType):
         Option("split", "float", 0.5, minimum=0, maximum=1,
                doc="partial ratio gamma: part 1 gets gamma of the base channels"),
         Option("split_mode", "str", "conv", choices=("conv", "slice")),
+        Option("part1", "str", "slice", choices=("slice", "base"),
+               doc="split_mode=slice: part 1 is the first slice, or the whole base (CSP-tiny)"),
         Option("part1_filters", "int", None, minimum=1),
         Option("part2_filters", "int", None, minimum=1),
         Option("blocks", "int", 1, minimum=1),
@@ -193,7 +195,10 @@ class Csp(MacroType):
             if groups < 2 or not math.isclose(1 / groups, 1 - opts.split) or c_base % groups:
                 raise section.error(f"split={opts.split} with {c_base} base channels does not "
                                     "slice into equal route groups", "split")
-            part1 = base  # the CSP-tiny form keeps the whole base as the cross-stage part
+            if opts.part1 == "base":
+                part1 = base  # CSP-tiny (yolov4-tiny): the whole base crosses the stage
+            else:
+                part1 = emit_route(low, base, groups=groups, group_id=0)
             part2 = emit_route(low, base, groups=groups, group_id=groups - 1)
         else:
             c1 = opts.part1_filters or round(c_base * opts.split)
@@ -213,8 +218,9 @@ class Csp(MacroType):
             width = opts.transition_filters or low.shape(out).c
             out = emit_conv(low, width, 1, opts)
             low.tap("transition", out)
-        concat = emit_route(low, part1, out) if opts.split_mode == "slice" else \
-            emit_route(low, out, part1)
+        # public cfgs concatenate part 2 first; CSP-tiny puts its whole base first
+        concat = (emit_route(low, part1, out) if opts.part1 == "base" and
+                  opts.split_mode == "slice" else emit_route(low, out, part1))
         low.tap("concat", concat)
         emit_pool(low, opts.pool)
         if opts.fusion in ("both", "first"):
@@ -250,9 +256,11 @@ class Csp(MacroType):
             else:  # pelee: two-way dense layer (PeleeNet), each branch adds growth_rate / 2
                 half = opts.growth_rate // 2
                 c_in = low.shape(start).c
-                inter = opts.bottleneck or half * 4
-                if inter > c_in // 2:
-                    inter = max(4, c_in // 8 * 4)
+                inter = opts.bottleneck
+                if inter is None:  # PeleeNet's rule; an explicit bottleneck is taken as is
+                    inter = half * 4
+                    if inter > c_in // 2:
+                        inter = max(4, c_in // 8 * 4)
                 emit_conv(low, inter, 1, opts)
                 branch1 = emit_conv(low, half, 3, opts)
                 emit_route(low, start)
