@@ -9,11 +9,13 @@ from typing import Sequence
 
 from darkcsp.errors import DarkcspError
 
-# sub-command -> (module, one-line help)
+# sub-command -> ("module" or "module:prefix" for add_<prefix>_arguments/run_<prefix>, help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "summary": ("darkcsp.summary", "print Darknet's layer table, BFLOPs and parameters"),
     "convert": ("darkcsp.convert", "convert .weights <-> .pt"),
     "detect": ("darkcsp.infer.detect_cli", "detect objects in images"),
+    "lower": ("darkcsp.export:lower", "lower a dialect cfg to plain Darknet cfg"),
+    "export": ("darkcsp.export:export", "write a dialect model as Darknet cfg + weights"),
 }
 
 # Darknet's argument order: ``darkcsp detector train DATA CFG [WEIGHTS]``.
@@ -41,11 +43,14 @@ def _darknet_order(argv: list[str]) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="darkcsp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (module_name, help_text) in COMMANDS.items():
+    for name, (target, help_text) in COMMANDS.items():
+        module_name, _, prefix = target.partition(":")
         module = importlib.import_module(module_name)
+        add = getattr(module, f"add_{prefix}_arguments" if prefix else "add_arguments")
+        run = getattr(module, f"run_{prefix}" if prefix else "run")
         command = sub.add_parser(name, help=help_text, description=module.__doc__)
-        module.add_arguments(command)
-        command.set_defaults(handler=module.run)
+        add(command)
+        command.set_defaults(handler=run)
     return parser
 
 
