@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from darkcsp.errors import WeightsError
 
 if TYPE_CHECKING:
     from darkcsp.graph import Darknet
+    from darkcsp.layers.registry import WeightBlock
 
 
 @dataclass(frozen=True)
@@ -92,53 +94,118 @@ def _describe(model: "Darknet", index: int) -> str:
     return f"layer {index} [{node.section.type}] ({node.section.source}:{node.section.line})"
 
 
+# Floats checked per read while validating a file (1 MiB: the buffer stays in the CPU cache).
+_CHECK_CHUNK = 1 << 18
+
+
+def _read_exact(handle: BinaryIO, view: memoryview, path: str) -> None:
+    """Fill ``view`` from ``handle``; a file that shrinks under us is an error."""
+    done = 0
+    while done < len(view):
+        count = handle.readinto(view[done:])
+        if not count:
+            raise WeightsError(f"{path}: the file got shorter while it was being read (is "
+                               "something writing it?)")
+        done += count
+
+
+def _read_up_to(handle: BinaryIO, size: int) -> bytes:
+    parts: list[bytes] = []
+    missing = size
+    while missing:
+        part = handle.read(missing)
+        if not part:
+            break
+        parts.append(part)
+        missing -= len(part)
+    return b"".join(parts)
+
+
+def _first_non_finite(handle: BinaryIO, count: int, path: str) -> int | None:
+    """Index of the first NaN/inf among the next ``count`` floats, or None.
+
+    Reads through a small reused buffer, so validating costs no copy of the whole file;
+    ``max``/``min`` propagate NaN and expose inf, so one cheap pass finds any bad value.
+    """
+    buffer = np.empty(min(count, _CHECK_CHUNK), dtype="<f4")
+    start = 0
+    while start < count:
+        chunk = buffer[:min(_CHECK_CHUNK, count - start)]
+        _read_exact(handle, memoryview(chunk).cast("B"), path)
+        if not (np.isfinite(chunk.max()) and np.isfinite(chunk.min())):
+            return start + int(np.flatnonzero(~np.isfinite(chunk))[0])
+        start += len(chunk)
+    return None
+
+
+def _read_block(handle: BinaryIO, block: WeightBlock, transposed: bool, path: str) -> None:
+    """Read one block from ``handle`` into its tensor: straight into the tensor's memory when
+    it is a contiguous little-endian float32 CPU tensor, else through a staging array."""
+    tensor = block.tensor
+    transpose = block.role == "fc" and transposed
+    if (not transpose and tensor.device.type == "cpu" and tensor.dtype == torch.float32
+            and tensor.is_contiguous() and sys.byteorder == "little"):
+        target = tensor.detach().numpy().reshape(-1)
+        _read_exact(handle, memoryview(target).cast("B"), path)
+        torch.autograd.graph.increment_version(tensor)  # written behind autograd's back
+        return
+    values = np.empty(tensor.numel(), dtype="<f4")
+    _read_exact(handle, memoryview(values).cast("B"), path)
+    source = torch.from_numpy(values.astype(np.float32, copy=False))
+    if transpose:
+        rows, cols = tensor.shape
+        source = source.view(cols, rows).t()
+    tensor.copy_(source.view(tensor.shape))
+
+
 def load_weights(model: "Darknet", path: str | os.PathLike, cutoff: int | None = None) -> None:
     """Load ``path`` into ``model``; all or nothing.
 
     Raises :class:`WeightsError` if the file is shorter than the layers need (naming the layer
-    where it runs out) or, without ``cutoff``, longer than they need.
+    where it runs out) or, without ``cutoff``, longer than they need, or if a float is NaN/inf.
+
+    The sizes are checked from the file's length and the floats are checked for NaN/inf in a
+    first pass, before any tensor is touched; a second pass then reads each block straight
+    into its tensor (no whole-file copy), so loading costs about one read of the file.
     """
     path = str(path)
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb", buffering=0) as handle:
+            _load_from(model, handle, path, cutoff)
     except OSError as exc:
         raise WeightsError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    header = WeightsHeader.from_bytes(data, path)
+
+
+def _load_from(model: "Darknet", handle: BinaryIO, path: str, cutoff: int | None) -> None:
+    size = os.fstat(handle.fileno()).st_size
+    header = WeightsHeader.from_bytes(_read_up_to(handle, 20), path)
     plan = _layer_floats(model, cutoff, loading=True)
     needed = header.size + 4 * sum(n for _, _, n in plan)
-    if len(data) < needed:
+    if size < needed:
         offset = header.size
         for index, _, count in plan:
-            if offset + 4 * count > len(data):
+            if offset + 4 * count > size:
                 raise WeightsError(
-                    f"{path}: {len(data)} bytes found, {needed} expected for "
+                    f"{path}: {size} bytes found, {needed} expected for "
                     f"{'the first ' + str(cutoff) + ' layers of ' if cutoff else ''}this cfg; "
                     f"the file runs out in {_describe(model, index)}, which needs bytes "
                     f"{offset}..{offset + 4 * count}. Nothing was loaded "
                     "(pass cutoff=N to load a backbone prefix)")
             offset += 4 * count
-    if cutoff is None and len(data) > needed:
-        raise WeightsError(f"{path}: {len(data)} bytes found, {needed} expected for this cfg "
-                           f"({len(data) - needed} bytes too many: a different cfg?). Nothing "
+    if cutoff is None and size > needed:
+        raise WeightsError(f"{path}: {size} bytes found, {needed} expected for this cfg "
+                           f"({size - needed} bytes too many: a different cfg?). Nothing "
                            "was loaded")
-    floats = np.frombuffer(data, dtype="<f4", count=(needed - header.size) // 4,
-                           offset=header.size)
-    if not np.isfinite(floats).all():
-        bad = int(np.flatnonzero(~np.isfinite(floats))[0])
+    handle.seek(header.size)
+    bad = _first_non_finite(handle, (needed - header.size) // 4, path)
+    if bad is not None:
         raise WeightsError(f"{path}: float {bad} (byte {header.size + 4 * bad}) is not finite: "
                            "a corrupt file. Nothing was loaded")
-    source = torch.from_numpy(floats.copy())
-    offset = 0
+    handle.seek(header.size)
     with torch.no_grad():
         for _, blocks, _ in plan:
             for block in blocks:
-                n = block.tensor.numel()
-                values = source[offset:offset + n]
-                if block.role == "fc" and header.transposed:
-                    rows, cols = block.tensor.shape
-                    values = values.view(cols, rows).t()
-                block.tensor.copy_(values.view(block.tensor.shape))
-                offset += n
+                _read_block(handle, block, header.transposed, path)
     model.header = header
 
 

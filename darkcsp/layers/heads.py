@@ -90,14 +90,19 @@ class YoloHead(DarknetModule):
         return y.reshape(b, -1, h, w)
 
 
-def _yolo_anchors(opts: OptionValues, section: Section) -> list[tuple[float, float]]:
+def _yolo_anchors(opts: OptionValues, section: Section, warn: bool = True
+                  ) -> list[tuple[float, float]]:
     mask = opts.mask if opts.mask is not None else list(range(opts.num))
-    anchors = opts.anchors or []
-    if len(anchors) % 2:
-        raise section.error(f"{len(anchors)} values: anchors are w,h pairs", "anchors")
-    pairs = [(anchors[2 * i], anchors[2 * i + 1]) for i in range(len(anchors) // 2)]
-    if len(pairs) < opts.num:
-        raise section.error(f"num={opts.num} but only {len(pairs)} anchors are given", "anchors")
+    anchors = list(opts.anchors or [])
+    if len(anchors) < 2 * opts.num:
+        # make_yolo_layer sets all 2*num biases to 0.5 and parse_yolo overwrites only the
+        # values given (cspx-p7-mish_hp.cfg: "61,45    61,45" reads as 61,4561,45: 31 values).
+        if warn:
+            section.warn(f"{len(anchors)} values for num={opts.num} anchors ({2 * opts.num} "
+                         "needed; spaces are removed, so a missing comma joins two numbers): "
+                         "Darknet uses 0.5 for the missing ones", "anchors")
+        anchors += [0.5] * (2 * opts.num - len(anchors))
+    pairs = [(anchors[2 * i], anchors[2 * i + 1]) for i in range(opts.num)]
     for m in mask:
         if m >= opts.num:
             raise section.error(f"mask index {m} is not below num={opts.num}", "mask")
@@ -117,7 +122,7 @@ class _YoloBase(LayerType):
 
     def shape(self, node: Node) -> Shape:
         opts = node.opts
-        anchors = _yolo_anchors(opts, node.section)
+        anchors = _yolo_anchors(opts, node.section, warn=False)  # validate() warned
         entries = (9 if self.gaussian else 5) + opts.classes
         expected = len(anchors) * entries
         if node.in_shape.c != expected:
