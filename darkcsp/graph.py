@@ -114,17 +114,17 @@ class Darknet(nn.Module):
 
     def __init__(self, cfg: CfgLike) -> None:
         super().__init__()
-        self.graph = load_graph(cfg)
+        self.layer_graph = load_graph(cfg)
         modules: list[nn.Module] = []
-        for node in self.graph.nodes:
+        for node in self.layer_graph.nodes:
             modules.append(node.kind.module(node, modules))
         self.layers = nn.ModuleList(modules)
         from darkcsp.weights import WeightsHeader
         self.header = WeightsHeader()
-        self.output_indices = self.graph.output_indices
-        self._inputs = [node.inputs for node in self.graph.nodes]
-        last_use = [-1] * len(self.graph.nodes)
-        for node in self.graph.nodes:
+        self.output_indices = self.layer_graph.output_indices
+        self._inputs = [node.inputs for node in self.layer_graph.nodes]
+        last_use = [-1] * len(self.layer_graph.nodes)
+        for node in self.layer_graph.nodes:
             for source in node.inputs:
                 if source != NETWORK_INPUT:
                     last_use[source] = node.index
@@ -134,20 +134,20 @@ class Darknet(nn.Module):
 
     @property
     def nodes(self) -> list[Node]:
-        return self.graph.nodes
+        return self.layer_graph.nodes
 
     @property
     def net(self) -> OptionValues:
-        return self.graph.net
+        return self.layer_graph.net
 
     @property
     def cfg_text(self) -> str:
         """The (lowered) cfg this model was built from, as Darknet cfg text."""
-        return format_cfg(self.graph.sections)
+        return format_cfg(self.layer_graph.sections)
 
     def _run(self, x: torch.Tensor, keep_all: bool) -> list[torch.Tensor | None]:
-        if x.dim() != 4 or x.shape[1] != self.graph.net.channels:
-            raise ValueError(f"expected an (N, {self.graph.net.channels}, H, W) input, got "
+        if x.dim() != 4 or x.shape[1] != self.layer_graph.net.channels:
+            raise ValueError(f"expected an (N, {self.layer_graph.net.channels}, H, W) input, got "
                              f"{tuple(x.shape)}")
         outputs: list[torch.Tensor | None] = []
         for index, (module, sources) in enumerate(zip(self.layers, self._inputs)):
@@ -191,4 +191,4 @@ class Darknet(nn.Module):
         return self
 
     def total_bflops(self) -> float:
-        return self.graph.total_bflops()
+        return self.layer_graph.total_bflops()

@@ -44,7 +44,7 @@ def run(model: Darknet, size: tuple[int, int] = (32, 32), seed: int = 1) -> list
 
 def lowered_twin(dialect: Darknet) -> Darknet:
     """The model built from the written-out Darknet lowering, with the dialect model's weights."""
-    twin = Darknet(format_cfg(dialect.graph.sections))
+    twin = Darknet(format_cfg(dialect.layer_graph.sections))
     with torch.no_grad():
         for (_, mine), (_, theirs) in zip(dialect.weight_blocks(), twin.weight_blocks()):
             for a, b in zip(mine, theirs):
