@@ -16,6 +16,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "detect": ("darkcsp.infer.detect_cli", "detect objects in images"),
     "lower": ("darkcsp.export:lower", "lower a dialect cfg to plain Darknet cfg"),
     "export": ("darkcsp.export:export", "write a dialect model as Darknet cfg + weights"),
+    "map": ("darkcsp.evaluate.cli", "mAP with Darknet's rules and COCO metrics"),
+    "anchors": ("darkcsp.evaluate.anchors_cli", "anchors by IoU k-means (detector calc_anchors)"),
+    "valid": ("darkcsp.evaluate.valid_cli", "classifier top-1/top-k (classifier valid)"),
 }
 
 # Darknet's argument order: ``darkcsp detector train DATA CFG [WEIGHTS]``.
