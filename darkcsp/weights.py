@@ -225,12 +225,16 @@ def save_weights(model: "Darknet", path: str | os.PathLike, cutoff: int | None =
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file beside ``path`` and rename it over ``path``."""
+    """Write to a temporary file beside ``path`` and rename it over ``path``, so a crash never
+    leaves a half-written file; the result gets the usual umask-based permissions."""
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -15,6 +15,7 @@ from darkcsp.config.reader import Section
 Default = Any  # a value, or a callable taking the values parsed so far (e.g. size = stride)
 
 KINDS = ("int", "float", "str", "ints", "floats")
+INT_MIN, INT_MAX = -2 ** 31, 2 ** 31 - 1  # Darknet's atoi gives a C int
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,9 @@ class Option:
         if kind == "int":
             if not number.is_integer():
                 raise section.error(f"expected an integer, got {text!r}", self.name)
+            if not INT_MIN <= number <= INT_MAX:
+                raise section.error(f"{text} is out of range: Darknet reads integers as 32-bit "
+                                    "C ints", self.name)
             return int(number)
         return number
 
