@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "summary": ("darkcsp.summary", "print Darknet's layer table, BFLOPs and parameters"),
     "convert": ("darkcsp.convert", "convert .weights <-> .pt"),
     "detect": ("darkcsp.infer.detect_cli", "detect objects in images"),
+    "train": ("darkcsp.train.cli", "train a cfg from its own [net] and [yolo] options"),
     "lower": ("darkcsp.export:lower", "lower a dialect cfg to plain Darknet cfg"),
     "export": ("darkcsp.export:export", "write a dialect model as Darknet cfg + weights"),
     "map": ("darkcsp.evaluate.cli", "mAP with Darknet's rules and COCO metrics"),

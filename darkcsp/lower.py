@@ -7,6 +7,10 @@ emitted section); a reference may also name a macro's internal output by a tap,
 ``layers=-1,7:transition``. Every reference is remapped to the lowered numbering; relative
 references stay relative. Lowering runs inside the graph builder, so a macro can size itself
 from the shapes of what precedes it. A cfg without dialect sections passes through unchanged.
+
+Targets: ``darknet`` (the primitives above) and ``opencv`` (those primitives again, each
+rewritten into what OpenCV 4.x's Darknet importer computes exactly; see
+:mod:`darkcsp.opencv_target`).
 """
 from __future__ import annotations
 
@@ -115,7 +119,20 @@ def _copy_with_references(section: Section, lowering: Lowering) -> Section:
 
 
 def lower_into(builder: Any, sections: Sequence[Section], target: str = "darknet") -> None:
-    """Feed the primitive form of ``sections`` (all after ``[net]``) into ``builder``."""
+    """Feed the primitive form of ``sections`` (all after ``[net]``) into ``builder``.
+
+    ``target="opencv"`` runs two passes: the Darknet lowering (the model and its ``.weights``),
+    then each primitive's OpenCV form (:mod:`darkcsp.opencv_target`); it also writes ``[net]``
+    under its canonical name. Use :func:`darkcsp.opencv_target.lower_for_opencv` to get the
+    weight sources too (``darkcsp export --to opencv``).
+    """
+    if target == "opencv":
+        from darkcsp.graph import GraphBuilder
+        from darkcsp.opencv_target import lower_for_opencv
+        darknet = GraphBuilder(builder.sections[0])
+        lower_into(darknet, sections, "darknet")
+        lower_for_opencv(darknet.graph(), builder)
+        return
     lowering = Lowering(builder, target)
     for index, section in enumerate(sections):
         lowering.dialect_index = index

@@ -2,7 +2,7 @@
 pixel with ``scale_wh``) and ``[implicit]`` (a learned constant tensor)."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import nn
@@ -12,6 +12,9 @@ from darkcsp.config.reader import Section
 from darkcsp.layers.activations import ACTIVATIONS, activation_option
 from darkcsp.layers.registry import (DarknetModule, LayerType, Node, Shape, WeightBlock,
                                      register, resolve_index)
+
+if TYPE_CHECKING:
+    from darkcsp.opencv_target import OpenCVLowering
 
 
 class Multiply(DarknetModule):
@@ -36,6 +39,11 @@ class _FromLayer(LayerType):
 
     def module(self, node: Node, built: Sequence[nn.Module]) -> DarknetModule:
         return Multiply(node.opts.activation)
+
+    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+        """OpenCV multiplies the previous layer by ``from`` like Darknet."""
+        low.emit(node.section.type, **{"from": [low.ref(low.input(1))]},
+                 activation=low.activation())
 
     def describe(self, node: Node) -> str:
         return str(node.inputs[1])
@@ -81,6 +89,11 @@ class ScaleChannels(_FromLayer):
             raise node.error(f"needs a {other.c} x 1 x 1 previous layer to scale layer "
                              f"{node.inputs[1]}'s channels, got {prev}", "from")
         return other
+
+    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+        if node.opts.scale_wh:
+            raise low.cannot("scale_wh=1 (it reads only the per-channel form)", "scale_wh")
+        super().opencv_lower(node, low)
 
 
 class Implicit(DarknetModule):

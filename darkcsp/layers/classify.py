@@ -2,7 +2,7 @@
 and the standalone ``[batchnorm]`` and ``[activation]``."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +15,9 @@ from darkcsp.layers.conv import BN_EPS, BN_MOMENTUM, batchnorm_blocks
 from darkcsp.layers.registry import (DarknetModule, LayerType, Node, Shape, WeightBlock,
                                      register)
 from darkcsp.layers.route import Identity
+
+if TYPE_CHECKING:
+    from darkcsp.opencv_target import OpenCVLowering
 
 
 class Connected(DarknetModule):
@@ -60,8 +63,26 @@ class ConnectedType(LayerType):
         return Connected(node.in_shape.size, opts.output, bool(opts.batch_normalize),
                          opts.activation)
 
+    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+        """Written without BN: OpenCV reads a connected layer's BN triple before its weights
+        (Darknet stores it after), so the BN is folded into the weights at export."""
+        low.emit("connected", fill=_fold_connected, output=node.opts.output,
+                 activation=low.activation())
+
     def describe(self, node: Node) -> str:
         return f"{node.in_shape.size:5d} -> {node.opts.output}"
+
+
+def _fold_connected(source: nn.Module, target: nn.Module) -> None:
+    """``W x + b`` of the exported layer = the source's ``BN(W x)`` (folded in double)."""
+    assert isinstance(source, Connected) and isinstance(target, Connected)
+    if source.bn is None:
+        target.load_state_dict(source.state_dict())
+        return
+    bn = source.bn
+    factor = bn.weight.double() / torch.sqrt(bn.running_var.double() + BN_EPS)
+    target.linear.weight.copy_(source.linear.weight.double() * factor[:, None])
+    target.linear.bias.copy_(bn.bias.double() - factor * bn.running_mean.double())
 
 
 class Softmax(DarknetModule):
@@ -100,6 +121,20 @@ class SoftmaxType(LayerType):
     def module(self, node: Node, built: Sequence[nn.Module]) -> DarknetModule:
         return Softmax(node.opts.groups, node.opts.temperature)
 
+    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+        """OpenCV's softmax runs over the channels of each pixel; Darknet's over all C*H*W
+        values of each group: the same only for one group on a 1x1 map."""
+        opts, inp = node.opts, node.in_shape
+        if opts.groups != 1:
+            raise low.cannot(f"[softmax] groups={opts.groups}", "groups")
+        if opts.temperature != 1:
+            raise low.cannot(f"[softmax] temperature={opts.temperature:g} (it ignores the key)",
+                             "temperature")
+        if inp.h * inp.w != 1:
+            raise low.cannot(f"a [softmax] over a {inp.w}x{inp.h} map (it normalises each pixel "
+                             "over the channels, Darknet over all C*H*W values)")
+        low.emit("softmax")
+
 
 @register
 class DropoutType(LayerType):
@@ -112,6 +147,9 @@ class DropoutType(LayerType):
 
     def module(self, node: Node, built: Sequence[nn.Module]) -> DarknetModule:
         return Dropout(node.opts.probability)
+
+    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+        low.emit("dropout", probability=node.opts.probability)
 
     def describe(self, node: Node) -> str:
         return f"p = {node.opts.probability:.2f}"
@@ -139,6 +177,9 @@ class Cost(LayerType):
     def module(self, node: Node, built: Sequence[nn.Module]) -> DarknetModule:
         return Identity()
 
+    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+        low.emit("cost", type=node.opts.type)
+
 
 class BatchNorm(DarknetModule):
     """Standalone BN; stream: biases, scales, rolling mean, rolling variance."""
@@ -161,6 +202,11 @@ class BatchNormType(LayerType):
     def module(self, node: Node, built: Sequence[nn.Module]) -> DarknetModule:
         return BatchNorm(node.in_shape.c)
 
+    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+        """OpenCV does not know the section: a depthwise 1x1 conv carrying the folded scale
+        and shift (in double, with Darknet's eps)."""
+        low.channel_conv(low.input(), _bn_scale, _bn_shift)
+
 
 @register
 class ActivationType(LayerType):
@@ -169,6 +215,29 @@ class ActivationType(LayerType):
 
     def module(self, node: Node, built: Sequence[nn.Module]) -> DarknetModule:
         return Activation(node.opts.activation)
+
+    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+        """OpenCV does not know the section: an identity depthwise 1x1 conv carrying the
+        activation."""
+        channels = node.in_shape.c
+        activation = low.activation()
+        low.channel_conv(low.input(), lambda _: torch.ones(channels), activation=activation)
+
+
+def _bn_factor(module: nn.Module) -> torch.Tensor:
+    assert isinstance(module, BatchNorm)
+    bn = module.bn
+    return bn.weight.double() / torch.sqrt(bn.running_var.double() + BN_EPS)
+
+
+def _bn_scale(module: nn.Module) -> torch.Tensor:
+    return _bn_factor(module).float()
+
+
+def _bn_shift(module: nn.Module) -> torch.Tensor:
+    assert isinstance(module, BatchNorm)
+    bn = module.bn
+    return (bn.bias.double() - _bn_factor(module) * bn.running_mean.double()).float()
 
 
 class Crop(DarknetModule):

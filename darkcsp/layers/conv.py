@@ -2,7 +2,7 @@
 activation. Weight stream: biases, [scales, rolling mean, rolling variance], weights (OIHW)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,9 @@ from darkcsp.config.reader import Section
 from darkcsp.layers.activations import ACTIVATIONS, activation_option
 from darkcsp.layers.registry import (DarknetModule, LayerType, Node, Shape, WeightBlock,
                                      register, resolve_index)
+
+if TYPE_CHECKING:
+    from darkcsp.opencv_target import OpenCVLowering
 
 BN_EPS = 1e-5  # Darknet's normalize_cpu and fuse_conv_batchnorm both use 1e-5
 BN_MOMENTUM = 0.01  # rolling = 0.99 * rolling + 0.01 * batch statistic
@@ -182,6 +185,24 @@ class Convolutional(LayerType):
                     node.info["padding"], node.info["dilation"], opts.groups,
                     bool(opts.batch_normalize), opts.activation, bool(opts.binary),
                     bool(opts.xnor), shared)
+
+    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+        """Passed through with explicit padding and activation (OpenCV's defaults differ); a
+        ``share_index`` conv becomes a plain one holding a copy of the shared weights."""
+        opts = node.opts
+        stride_y, stride_x = node.info["stride"]
+        if stride_x != stride_y:
+            raise low.cannot(f"stride_x={stride_x} != stride_y={stride_y} (it reads only "
+                             "`stride`)", "stride_x")
+        if node.info["dilation"] > 1:
+            raise low.cannot(f"dilation={opts.dilation} (it ignores the key)", "dilation")
+        for key in ("binary", "xnor"):
+            if opts[key]:
+                raise low.cannot(f"{key}=1 (it ignores the key)", key)
+        low.emit("convolutional", fill=low.copy, batch_normalize=opts.batch_normalize,
+                 filters=opts.filters, size=opts.size, stride=stride_x, pad=0,
+                 padding=node.info["padding"], groups=opts.groups,
+                 activation=low.activation())
 
     def describe(self, node: Node) -> str:
         opts = node.opts

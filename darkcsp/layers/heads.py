@@ -7,7 +7,7 @@ the module for box decoding.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,9 @@ from torch import nn
 from darkcsp.config.options import Option, OptionValues
 from darkcsp.config.reader import Section
 from darkcsp.layers.registry import DarknetModule, LayerType, Node, Shape, register
+
+if TYPE_CHECKING:
+    from darkcsp.opencv_target import OpenCVLowering
 
 NMS_KINDS = ("default", "greedynms", "diounms", "cornersnms")
 IOU_LOSSES = ("mse", "iou", "giou", "diou", "ciou")
@@ -150,7 +153,26 @@ class Yolo(_YoloBase):
                Option("track_history_size", "int", 5), Option("sim_thresh", "float", 0.8),
                Option("dets_for_track", "int", 1), Option("dets_for_show", "int", 1),
                Option("track_ciou_norm", "float", 0.01),
-               Option("embedding_layer", "int", None))
+               Option("embedding_layer", "int", None),
+               Option("thresh", "float", 0.2,
+                      doc="read by OpenCV only, Darknet ignores it: OpenCV zeroes class scores "
+                          "<= thresh in the layer output (its default 0.2)"))
+
+    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+        """The keys OpenCV reads, with ``thresh=0`` (unthresholded scores) and no
+        ``nms_threshold`` (no in-layer NMS); exactly ``2*num`` anchors (it asserts that count;
+        Darknet pads missing ones with 0.5 and ignores extra ones). OpenCV decodes the boxes
+        in the layer (opencv.md 5.2); the conv before it is Darknet's raw head input."""
+        opts = node.opts
+        low.emit("yolo", mask=opts.mask if opts.mask is not None else list(range(opts.num)),
+                 anchors=_full_anchors(opts), classes=opts.classes, num=opts.num,
+                 scale_x_y=opts.scale_x_y, new_coords=opts.new_coords, thresh=0)
+
+
+def _full_anchors(opts: OptionValues) -> list[float]:
+    """The ``2*num`` anchor values Darknet uses (missing ones 0.5, extra ones dropped)."""
+    anchors = list(opts.anchors or [])
+    return (anchors + [0.5] * (2 * opts.num - len(anchors)))[:2 * opts.num]
 
 
 @register
@@ -218,6 +240,19 @@ class Region(LayerType):
         opts = node.opts
         anchors = [(opts.anchors[2 * i], opts.anchors[2 * i + 1]) for i in range(opts.num)]
         return RegionHead(anchors, opts.classes, opts.coords, bool(opts.softmax))
+
+    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+        """OpenCV's Region layer decodes the boxes (output ``detection_out``) with
+        ``thresh=0`` written here, but always runs its own NMS (0.4) and zeroes the scores it
+        suppresses; no cfg key turns that off."""
+        opts, inp = node.opts, node.in_shape
+        if not opts.softmax:
+            raise low.cannot("[region] softmax=0 (its Region layer needs softmax=1)", "softmax")
+        if inp.h != inp.w:
+            raise low.cannot(f"[region] on a {inp.w}x{inp.h} grid (it divides box widths by "
+                             "the grid height and heights by the width)")
+        low.emit("region", anchors=_full_anchors(opts), classes=opts.classes,
+                 coords=opts.coords, num=opts.num, softmax=1, thresh=0)
 
 
 class DetectionHead(DarknetModule):

@@ -9,7 +9,7 @@ modules pad explicitly.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,9 @@ from torch import nn
 from darkcsp.config.options import Option, OptionValues
 from darkcsp.config.reader import Section
 from darkcsp.layers.registry import DarknetModule, LayerType, Node, Shape, register
+
+if TYPE_CHECKING:
+    from darkcsp.opencv_target import ConvWeights, OpenCVLowering
 
 POOL_OPTIONS = (
     Option("stride", "int", 1, minimum=1),
@@ -106,6 +109,13 @@ class _SpatialPool(LayerType):
         return DarknetPool(opts.size, (opts.stride_y, opts.stride_x), opts.padding,
                            self.average)
 
+    def _square_stride(self, node: Node, low: OpenCVLowering) -> int:
+        opts = node.opts
+        if opts.stride_x != opts.stride_y:
+            raise low.cannot(f"stride_x={opts.stride_x} != stride_y={opts.stride_y} in a pool "
+                             "(it reads only `stride`)", "stride_x")
+        return opts.stride_x
+
     def describe(self, node: Node) -> str:
         opts = node.opts
         stride = (f"{opts.stride_x}" if opts.stride_x == opts.stride_y
@@ -132,6 +142,57 @@ class Maxpool(_SpatialPool):
             return Maxout(node.in_shape.c, node.opts.out_channels)
         return super().module(node, built)
 
+    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+        """A spatial pool with size, stride and padding written out (OpenCV's defaults are
+        2/2, Darknet's stride 1, size = stride; both split the padding floor/ceil); a
+        channel max-out (which OpenCV ignores) rewritten by :func:`maxout_for_opencv`."""
+        if node.opts.maxpool_depth:
+            maxout_for_opencv(node, low)
+            return
+        low.emit("maxpool", size=node.opts.size, stride=self._square_stride(node, low),
+                 padding=node.opts.padding)
+
+
+def maxout_for_opencv(node: Node, low: OpenCVLowering) -> None:
+    """Maxout from OpenCV primitives: max(a, b) = b + relu(a - b), applied k - 1 times.
+
+    Member j of every group is the contiguous channel block j (the grouping is interleaved),
+    i.e. a grouped ``[route]``; ``relu(a - b)`` is a 1x1 conv with fixed +1/-1 weights and a
+    relu; the ``[shortcut]`` adds b back. Exact up to the rounding of a - b + b.
+    """
+    channels, groups = node.in_shape.c, node.opts.out_channels
+    if channels % groups:
+        raise low.cannot(f"a Maxout of {channels} channels into out_channels={groups} (not a "
+                         "divisor: the groups have unequal sizes)", "out_channels")
+    members = channels // groups
+    x = low.materialize(low.input())
+    if members == 1:
+        low.route(x)
+        return
+    best = None
+    for j in range(1, members):
+        if best is None:  # relu(x_0 - x_1) straight from x
+            diff = low.conv(x, groups, _max_difference(groups, channels), activation="relu")
+            member = low.route(x, groups=members, group_id=j)
+            best = low.shortcut(member, diff)
+        else:
+            member = low.route(x, groups=members, group_id=j)
+            pair = low.route(best, member)
+            diff = low.conv(pair, groups, _max_difference(groups, 2 * groups),
+                            activation="relu")
+            best = low.shortcut(diff, member)
+
+
+def _max_difference(groups: int, in_channels: int) -> ConvWeights:
+    """Weights of ``out[g] = in[g] - in[groups + g]`` (no bias)."""
+    def weights(_: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        weight = torch.zeros(groups, in_channels, 1, 1)
+        index = torch.arange(groups)
+        weight[index, index] = 1.0
+        weight[index, groups + index] = -1.0
+        return weight, torch.zeros(groups)
+    return weights
+
 
 @register
 class LocalAvgpool(_SpatialPool):
@@ -139,6 +200,24 @@ class LocalAvgpool(_SpatialPool):
     aliases = ("local_avg",)
     options = POOL_OPTIONS
     average = True
+
+    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+        """A depthwise size x size conv with weights 1/size^2 (OpenCV has no local average
+        pool), exact where every window lies inside the map, so Darknet divides by size^2."""
+        opts, inp, out = node.opts, node.in_shape, node.out_shape
+        stride = self._square_stride(node, low)
+        inside = (opts.padding // 2 == 0 and (out.h - 1) * stride + opts.size <= inp.h
+                  and (out.w - 1) * stride + opts.size <= inp.w)
+        if not inside:
+            raise low.cannot(f"a {opts.size}x{opts.size}/{stride} average pool whose windows "
+                             f"reach into the padding of the {inp.w}x{inp.h} map (Darknet "
+                             "divides those by the cells inside)", "size")
+        channels, size = inp.c, opts.size
+
+        def weights(_: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+            return torch.full((channels, 1, size, size), 1.0 / size ** 2), torch.zeros(channels)
+
+        low.conv(low.input(), channels, weights, size=size, stride=stride, groups=channels)
 
 
 class GlobalAvgpool(DarknetModule):
@@ -156,3 +235,6 @@ class Avgpool(LayerType):
 
     def module(self, node: Node, built: Sequence[nn.Module]) -> DarknetModule:
         return GlobalAvgpool()
+
+    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+        low.emit("avgpool")

@@ -5,12 +5,13 @@ types, Darknet defaults), which earlier layers it reads, its shape rule, its FLO
 counts them, and the PyTorch module that computes it. The module in turn lists its tensors in
 Darknet's ``.weights`` stream order (:meth:`DarknetModule.weight_blocks`), so loading and saving
 are the same list read forwards and written forwards. Dialect sections add a lowering to
-primitive sections.
+primitive sections; primitives add their OpenCV form (``opencv_lower``, see
+:mod:`darkcsp.opencv_target`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import torch
 from torch import nn
@@ -18,6 +19,9 @@ from torch import nn
 from darkcsp.config.options import Option, OptionValues, parse_options
 from darkcsp.config.reader import Section
 from darkcsp.errors import CfgError
+
+if TYPE_CHECKING:
+    from darkcsp.opencv_target import OpenCVLowering
 
 NETWORK_INPUT = -1  # index used for "the network's input" in a node's input list
 
@@ -113,6 +117,13 @@ class LayerType:
         :class:`darkcsp.lower.Lowering`) and return True, or return False to be copied as is
         (with its ``references`` remapped). Dialect sections override this."""
         return False
+
+    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+        """Emit this built (primitive) layer in a form OpenCV 4.x's Darknet importer computes
+        exactly, through ``low`` (a :class:`darkcsp.opencv_target.OpenCVLowering`): the section in
+        canonical form, or a rewrite into sections it does compute. The default rejects the
+        layer, so a type nobody checked against the importer is never exported silently wrong."""
+        raise low.cannot(f"a [{node.section.type}] layer")
 
     def sources(self, opts: OptionValues, index: int, section: Section) -> list[int]:
         """Absolute indices of the layers this one reads; the previous layer by default."""

@@ -2,7 +2,7 @@
 ``[reorg3d]`` (true space-to-depth, offset-major channel order) and YOLOv2's quirky ``[reorg]``."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch import nn
@@ -10,6 +10,9 @@ from torch import nn
 from darkcsp.config.options import Option, OptionValues
 from darkcsp.config.reader import Section
 from darkcsp.layers.registry import DarknetModule, LayerType, Node, Shape, register
+
+if TYPE_CHECKING:
+    from darkcsp.opencv_target import OpenCVLowering
 
 
 class Upsample(DarknetModule):
@@ -50,6 +53,15 @@ class UpsampleType(LayerType):
 
     def module(self, node: Node, built: Sequence[nn.Module]) -> DarknetModule:
         return Upsample(node.opts.stride, node.opts.scale)
+
+    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+        """Nearest up-sampling with the stride written out (OpenCV's default is 1)."""
+        opts = node.opts
+        if opts.stride < 0:
+            raise low.cannot(f"a down-sampling [upsample] (stride={opts.stride})", "stride")
+        if opts.scale != 1:
+            raise low.cannot(f"[upsample] scale={opts.scale:g} (it ignores the key)", "scale")
+        low.emit("upsample", stride=opts.stride)
 
     def describe(self, node: Node) -> str:
         return f"           {node.opts.stride:2d}x"
@@ -128,3 +140,7 @@ class Reorg3d(_ReorgBase):
 class ReorgOld(_ReorgBase):
     name = "reorg"
     old = True
+
+    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+        """OpenCV's Reorg layer has YOLOv2's (old) semantics; ``[reorg3d]`` has no form there."""
+        low.emit("reorg", stride=node.opts.stride)

@@ -2,7 +2,7 @@
 identity ``[empty]``/``[silence]``."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch import nn
@@ -11,6 +11,9 @@ from darkcsp.config.options import Option, OptionValues
 from darkcsp.config.reader import Section
 from darkcsp.layers.registry import (DarknetModule, LayerType, Node, Shape, register,
                                      resolve_indices)
+
+if TYPE_CHECKING:
+    from darkcsp.opencv_target import OpenCVLowering
 
 
 class Route(DarknetModule):
@@ -63,6 +66,17 @@ class RouteType(LayerType):
     def module(self, node: Node, built: Sequence[nn.Module]) -> DarknetModule:
         return Route([s.c for s in node.in_shapes], node.opts.groups, node.opts.group_id)
 
+    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+        """OpenCV takes groups on a single input only (over several, its bookkeeping breaks):
+        one grouped route per input, then a plain concat."""
+        opts = node.opts
+        inputs = [low.input(k) for k in range(len(node.inputs))]
+        if opts.groups == 1 or len(inputs) == 1:
+            low.route(*inputs, groups=opts.groups, group_id=opts.group_id)
+            return
+        parts = [low.route(i, groups=opts.groups, group_id=opts.group_id) for i in inputs]
+        low.route(*parts)
+
     def describe(self, node: Node) -> str:
         text = " ".join(str(i) for i in node.inputs)
         if node.opts.groups > 1:
@@ -84,3 +98,7 @@ class Empty(LayerType):
 
     def module(self, node: Node, built: Sequence[nn.Module]) -> DarknetModule:
         return Identity()
+
+    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+        """OpenCV does not know the section; a one-input ``[route]`` is the same identity."""
+        low.route(low.materialize(low.input()))

@@ -7,7 +7,7 @@ by relu or softmax with Darknet's 1e-4 in the denominator.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,9 @@ from darkcsp.config.reader import Section
 from darkcsp.layers.activations import ACTIVATIONS, activation_option
 from darkcsp.layers.registry import (DarknetModule, LayerType, Node, Shape, WeightBlock,
                                      register, resolve_indices)
+
+if TYPE_CHECKING:
+    from darkcsp.opencv_target import OpenCVLowering
 
 WEIGHT_TYPES = ("none", "per_feature", "per_layer", "per_channel")
 NORMALIZATIONS = ("none", "relu", "avg_relu", "softmax")
@@ -113,5 +116,37 @@ class ShortcutType(LayerType):
         return Shortcut(node.out_shape.c, len(node.inputs) - 1, opts.weights_type,
                         opts.weights_normalization, opts.activation)
 
+    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+        """OpenCV adds only the first ``from`` and reads no shortcut weights (so every later
+        weight shifts): a chain of single-``from`` shortcuts, the activation on the last; a
+        weighted shortcut first scales each input by its normalised weights (taken from the
+        model at export) in a fixed depthwise 1x1 conv. The same products and sums in the same
+        order as darkcsp's, so exact up to float rounding."""
+        activation = low.activation()
+        count = len(node.inputs) - 1
+        terms = [low.input(k) for k in range(count + 1)]
+        if node.opts.weights_type != "none":
+            terms = [low.channel_conv(term, _input_weight(k, low.shape(term).c))
+                     for k, term in enumerate(terms)]
+        total = terms[0]
+        for k, term in enumerate(terms[1:], start=1):
+            total = low.shortcut(total, term, activation if k == count else "linear")
+
     def describe(self, node: Node) -> str:
         return " ".join(str(i) for i in node.inputs[1:])
+
+
+def _input_weight(k: int, channels: int) -> Callable[[nn.Module], torch.Tensor]:
+    """Per-channel scale of input ``k`` (0: the previous layer) of a weighted shortcut: its
+    normalised weight on the channels it adds, 0 on any it has beyond the output's."""
+    def scale(module: nn.Module) -> torch.Tensor:
+        assert isinstance(module, Shortcut)
+        weight = module.normalized_weights()[k].detach()
+        values = torch.zeros(channels)
+        if weight.numel() == 1:
+            values[:] = weight[0]
+        else:
+            common = min(channels, weight.numel())
+            values[:common] = weight[:common]
+        return values
+    return scale
