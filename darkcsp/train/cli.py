@@ -1,0 +1,135 @@
+"""Train a cfg with its own [net] schedule and [yolo] losses, as ``darknet detector train``.
+
+Without --data it trains on the embedded synthetic shapes dataset; a quick run then (unless
+given explicitly) uses max_batches 100, batch 16 (subdivisions 1), input 224 and
+burn_in <= max_batches/10, so that it finishes in minutes on a CPU. Launch with torchrun for
+multi-process (DDP) training.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Sequence
+
+from darkcsp.errors import DarkcspError
+
+QUICK = {"max_batches": 100, "batch": 16, "subdivisions": 1, "size": 224}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("cfg", help="Darknet (or darkcsp dialect) .cfg file")
+    parser.add_argument("--data", help=".data (Darknet), .json (COCO) or .yaml (YOLO) file; "
+                        "default: the embedded synthetic dataset")
+    parser.add_argument("--valid", help="validation set for mAP (list .txt, .data, .json, "
+                        ".yaml), overriding the one in --data")
+    parser.add_argument("--weights", help="initial .weights (its header's seen resumes the "
+                        "schedule unless --clear)")
+    parser.add_argument("--cutoff", type=int, help="load only the first N layers of --weights")
+    parser.add_argument("--clear", action="store_true", help="start the schedule at 0 "
+                        "whatever --weights says")
+    parser.add_argument("--max-batches", type=int, help="override [net] max_batches")
+    parser.add_argument("--batch", type=int, help="override [net] batch")
+    parser.add_argument("--subdivisions", type=int, help="override [net] subdivisions")
+    parser.add_argument("--size", type=int, help="override [net] width and height")
+    parser.add_argument("--burn-in", type=int, help="override [net] burn_in")
+    parser.add_argument("--device", help="cpu, cuda, cuda:N or N (default: cuda if available)")
+    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
+                        help="continue from OUT/last.pt (or CKPT) exactly where it stopped")
+    parser.add_argument("--out", help="output folder (default runs/train/<cfg name>)")
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                        help="data loader processes (0: load in the main process)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--map-every", type=int, help="mAP@0.5 every N iterations (default: "
+                        "every 4 epochs, at least 100, as Darknet's -map)")
+    parser.add_argument("--map-images", type=int, help="evaluate on at most N validation "
+                        "images")
+    parser.add_argument("--evaluator", choices=("simple", "darknet"), default="simple",
+                        help="simple: darkcsp.train.metrics; darknet: darkcsp.evaluate")
+    parser.add_argument("--save-every", type=int, default=100,
+                        help="write last.pt and <name>_last.weights every N iterations")
+    parser.add_argument("--time-limit", type=float, metavar="MIN",
+                        help="stop (and save) after MIN minutes")
+    parser.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP "
+                        "(CUDA)")
+    parser.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--synthetic-train", type=int, default=512,
+                        help="synthetic training images")
+    parser.add_argument("--synthetic-valid", type=int, default=64,
+                        help="synthetic held-out images")
+    parser.add_argument("--synthetic-classes", type=int, default=3, help="1..5 shape classes")
+    parser.add_argument("--synthetic-size", type=int, default=256, help="synthetic image size")
+
+
+def config_from_args(args: argparse.Namespace):
+    """A :class:`TrainConfig` from parsed arguments (quick defaults for synthetic data)."""
+    from darkcsp.train.synthetic import SyntheticSpec
+    from darkcsp.train.trainer import TrainConfig
+
+    values = {"max_batches": args.max_batches, "batch": args.batch,
+              "subdivisions": args.subdivisions, "size": args.size}
+    burn_in = args.burn_in
+    if args.data is None and not args.resume:
+        for key, default in QUICK.items():
+            if values[key] is None:
+                values[key] = default
+        if burn_in is None:
+            burn_in = -1  # marker: min(cfg burn_in, max_batches // 10)
+    return TrainConfig(
+        cfg=args.cfg, data=args.data, valid=args.valid, weights=args.weights,
+        cutoff=args.cutoff, clear=args.clear, max_batches=values["max_batches"],
+        batch=values["batch"], subdivisions=values["subdivisions"], size=values["size"],
+        burn_in=burn_in, out=args.out, device=args.device, resume=args.resume,
+        workers=args.workers, seed=args.seed, map_every=args.map_every,
+        save_every=args.save_every, evaluator=args.evaluator, map_images=args.map_images,
+        sync_bn=args.sync_bn, time_limit=args.time_limit,
+        synthetic=SyntheticSpec(train=args.synthetic_train, valid=args.synthetic_valid,
+                                size=args.synthetic_size, classes=args.synthetic_classes,
+                                seed=args.seed),
+        progress=not args.no_progress, amp=False if args.no_amp else None)
+
+
+def run(args: argparse.Namespace) -> int:
+    from darkcsp.train.trainer import Trainer
+
+    logger = logging.getLogger("darkcsp.train")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING)
+    trainer = Trainer(config_from_args(args))
+    try:
+        result = trainer.run()
+    except KeyboardInterrupt:
+        print("darkcsp train: interrupted; last.pt and the _last.weights were saved",
+              file=sys.stderr)
+        return 130
+    if trainer.is_main:
+        best = f"{result.best_map:.4f}" if result.best_map >= 0 else "n/a"
+        print(f"iterations {result.iteration}, seen {result.seen}, avg loss "
+              f"{result.avg_loss:.4f}, {trainer.metric} {result.last_map:.4f} (best {best}), "
+              f"{result.images_per_second:.1f} images/s, {result.stopped}; files in "
+              f"{result.out}")
+        if result.report.counts:
+            print(f"data problems (skipped): {result.report.summary()}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m darkcsp.train.cli`` (also what torchrun -m runs)."""
+    parser = argparse.ArgumentParser(prog="darkcsp train", description=__doc__)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except DarkcspError as exc:
+        print(f"darkcsp train: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,530 @@
+"""The ``[yolo]`` training loss exactly as Darknet computes it (``forward_yolo_layer``).
+
+Darknet does not differentiate a loss: each ``[yolo]`` layer writes a *delta* (the negative
+gradient with respect to its input, i.e. the raw conv output) and back-propagates it. This
+module computes the same delta tensor, vectorised, and returns a surrogate
+``-(delta * input).sum()`` whose autograd gradient is exactly ``-delta``. So training follows
+Darknet's gradients, including its hand-written IoU-loss derivatives (``dx_box_iou``), which
+are *not* the true gradients of 1 - IoU (e.g. dw is not halved and x, y, obj and class deltas
+are applied to the logits directly, which makes them logistic/BCE gradients).
+
+Per ``[yolo]`` (all options from the cfg):
+
+* every prediction: ``obj_delta = obj_normalizer * (0 - obj)``, cleared when its best IoU with
+  any truth is above ``ignore_thresh`` (only predictions with some class prob > 0.25 count, as
+  ``compare_yolo_class``); above ``truth_thresh`` it becomes a positive for that truth;
+* every truth: the best of *all* anchors by shape IoU; if that anchor is in this head's
+  ``mask``, the cell containing the truth's centre is a positive; with ``iou_thresh < 1`` also
+  every other masked anchor whose ``iou_thresh_kind`` IoU with the truth exceeds it (then the
+  box deltas of a cell are averaged over its positive classes, ``averages_yolo_deltas``);
+* positives: box delta (``iou_loss``: mse on tx, ty, log-scale tw, th with weight
+  ``2 - w*h``, or Darknet's giou/diou/ciou/iou derivatives times ``exp(tw)``), times
+  ``iou_normalizer``, clipped to ``max_delta`` (IoU losses); ``obj_delta = obj_normalizer *
+  (1 - obj)``; class deltas ``target - p`` with ``label_smooth_eps``
+  (target ``1 - eps + eps/2`` / ``eps/2``) or the focal-loss delta (``focal_loss=1``, alpha 0.5,
+  gamma 2); several truths in one cell give a multi-hot class target, box deltas add up;
+* ``scale_x_y`` and ``new_coords`` change the decode and the mse targets exactly as Darknet;
+* ``counters_per_class`` gives class multipliers (capped at ``max_delta``); note that, as in
+  Darknet, ``cls_normalizer`` *only* acts through them (without ``counters_per_class`` Darknet
+  never reads it in the yolo loss);
+* ``objectness_smooth`` follows Darknet's branches; ``delta_normalizer`` scales the delta
+  (Darknet applies it in the GPU backward only).
+
+Reported loss values (for logs and charts; they do not drive the gradient): ``obj`` and
+``cls`` are the squared norms of those deltas (Darknet's ``mag_array`` squared); ``box`` is the
+squared norm of the box deltas for ``mse``, and ``iou_normalizer * sum(1 - IoU_kind)`` over the
+positives for giou/diou/ciou/iou (Darknet's printed "iou_loss" uses the mean of ``1 - IoU`` for
+every kind but giou, and multiplies the class part by ``obj_normalizer`` once more; ours are
+plain sums so that they add up).
+
+Simplified or left out: a truth centred exactly on the right/bottom edge (x = 1) uses the last
+cell (Darknet indexes one past it); ties between exactly-zero deltas (a class probability of
+exactly 0) are not reproduced; the adversarial, ``equidistant_point`` and bad-label rejection
+branches, ``map=`` class remapping and the embedding/track outputs are not implemented;
+``[Gaussian_yolo]`` and ``[region]`` heads have no loss here.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from darkcsp.errors import DarkcspError
+from darkcsp.layers.heads import YoloHead
+
+IOU_KINDS = ("mse", "iou", "giou", "diou", "ciou")
+
+
+def iou_kind_name(name: str) -> str:
+    """Darknet's parse: mse, giou, diou, ciou; any other string is plain IoU."""
+    return name if name in IOU_KINDS else "iou"
+
+
+# -- Darknet's box measures (box.c), on (..., 4) x, y, w, h tensors --------------------------
+
+def _tblr(b: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    x, y, w, h = b.unbind(-1)
+    return y - h / 2, y + h / 2, x - w / 2, x + w / 2
+
+
+def box_iou(a: Tensor, b: Tensor) -> Tensor:
+    """``box_iou``: 0 when the intersection or the union is 0 (or the boxes do not overlap)."""
+    at, ab, al, ar = _tblr(a)
+    bt, bb, bl, br = _tblr(b)
+    iw = torch.minimum(ar, br) - torch.maximum(al, bl)
+    ih = torch.minimum(ab, bb) - torch.maximum(at, bt)
+    inter = torch.where((iw < 0) | (ih < 0), torch.zeros_like(iw), iw * ih)
+    union = a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter
+    ok = (inter != 0) & (union != 0)
+    return torch.where(ok, inter / torch.where(ok, union, torch.ones_like(union)),
+                       torch.zeros_like(inter))
+
+
+def box_iou_kind(a: Tensor, b: Tensor, kind: str) -> Tensor:
+    """``box_iou``/``box_giou``/``box_diou`` (exponent 0.6)/``box_ciou`` of box.c."""
+    iou = box_iou(a, b)
+    if kind in ("iou", "mse"):
+        return iou
+    at, ab, al, ar = _tblr(a)
+    bt, bb, bl, br = _tblr(b)
+    cw = torch.maximum(ar, br) - torch.minimum(al, bl)
+    ch = torch.maximum(ab, bb) - torch.minimum(at, bt)
+    if kind == "giou":
+        c = cw * ch
+        iw = torch.minimum(ar, br) - torch.maximum(al, bl)
+        ih = torch.minimum(ab, bb) - torch.maximum(at, bt)
+        inter = torch.where((iw < 0) | (ih < 0), torch.zeros_like(iw), iw * ih)
+        u = a[..., 2] * a[..., 3] + b[..., 2] * b[..., 3] - inter
+        safe = torch.where(c == 0, torch.ones_like(c), c)
+        return torch.where(c == 0, iou, iou - (c - u) / safe)
+    c = cw * cw + ch * ch
+    safe = torch.where(c == 0, torch.ones_like(c), c)
+    d = (a[..., 0] - b[..., 0]) ** 2 + (a[..., 1] - b[..., 1]) ** 2
+    if kind == "diou":
+        return torch.where(c == 0, iou, iou - (d / safe) ** 0.6)
+    ar_gt = torch.atan(b[..., 2] / b[..., 3])
+    ar_pred = torch.atan(a[..., 2] / a[..., 3])
+    ar_loss = 4 / (math.pi * math.pi) * (ar_gt - ar_pred) ** 2
+    alpha = ar_loss / (1 - iou + ar_loss + 0.000001)
+    return torch.where(c == 0, iou, iou - (d / safe + alpha * ar_loss))
+
+
+def dx_box_iou(pred: Tensor, truth: Tensor, kind: str) -> Tensor:
+    """Darknet's ``dx_box_iou``: its (dx, dy, dw, dh) for giou/diou/ciou/iou losses, (n, 4)."""
+    px, py, pw, ph = pred.unbind(-1)
+    gx, gy, gw, gh = truth.unbind(-1)
+    pt, pb, pl, pr = _tblr(pred)  # w, h > 0 here, so min/max of the corners is a no-op
+    gt, gb, gl, gr = _tblr(truth)
+    zero = torch.zeros_like(px)
+    X = (pb - pt) * (pr - pl)
+    Xhat = (gb - gt) * (gr - gl)
+    Ih = torch.minimum(pb, gb) - torch.maximum(pt, gt)
+    Iw = torch.minimum(pr, gr) - torch.maximum(pl, gl)
+    I = Iw * Ih  # noqa: E741  (Darknet's name; not clamped at 0, as in Darknet)
+    U = X + Xhat - I
+    S = (px - gx) ** 2 + (py - gy) ** 2
+    gCw = torch.maximum(pr, gr) - torch.minimum(pl, gl)
+    gCh = torch.maximum(pb, gb) - torch.minimum(pt, gt)
+    gC = gCw * gCh
+    dX = {"t": -(pr - pl), "b": pr - pl, "l": -(pb - pt), "r": pb - pt}
+    dI = {"t": torch.where(pt > gt, -Iw, zero), "b": torch.where(pb < gb, Iw, zero),
+          "l": torch.where(pl > gl, -Ih, zero), "r": torch.where(pr < gr, Ih, zero)}
+    dU = {k: dX[k] - dI[k] for k in dX}
+    dC = {"t": torch.where(pt < gt, -gCw, zero), "b": torch.where(pb > gb, gCw, zero),
+          "l": torch.where(pl < gl, -gCh, zero), "r": torch.where(pr > gr, gCh, zero)}
+    Usafe = torch.where(U > 0, U, torch.ones_like(U))
+    p = {k: torch.where(U > 0, (U * dI[k] - I * dU[k]) / (Usafe * Usafe), zero) for k in dX}
+    no_overlap = (Iw <= 0) | (Ih <= 0)
+    if kind == "giou":
+        Csafe = torch.where(gC > 0, gC, torch.ones_like(gC))
+        for k in p:
+            term = (gC * dU[k] - U * dC[k]) / (Csafe * Csafe)
+            p[k] = torch.where(gC > 0, p[k] + term, p[k])
+            p[k] = torch.where(no_overlap, term, p[k])
+    Cw, Ch = gCw, gCh  # the enclosing box again (Ct, Cb, Cl, Cr of the source)
+    C = Cw * Cw + Ch * Ch
+    one = torch.ones_like(px)
+    dCt_dy, dCt_dh = torch.where(pt < gt, one, zero), torch.where(pt < gt, -0.5 * one, zero)
+    dCb_dy, dCb_dh = torch.where(pb > gb, one, zero), torch.where(pb > gb, 0.5 * one, zero)
+    dCl_dx, dCl_dw = torch.where(pl < gl, one, zero), torch.where(pl < gl, -0.5 * one, zero)
+    dCr_dx, dCr_dw = torch.where(pr > gr, one, zero), torch.where(pr > gr, 0.5 * one, zero)
+    dCw_dx, dCw_dw = dCr_dx - dCl_dx, dCr_dw - dCl_dw
+    dCh_dy, dCh_dh = dCb_dy - dCt_dy, dCb_dh - dCt_dh
+    p_dx = p["l"] + p["r"]
+    p_dy = p["t"] + p["b"]
+    p_dw = p["r"] - p["l"]  # Darknet does not halve dw, dh
+    p_dh = p["b"] - p["t"]
+    if kind in ("diou", "ciou"):
+        Csafe = torch.where(C > 0, C, torch.ones_like(C))
+        C2 = Csafe * Csafe
+        tx = (2 * (gx - px) * C - (2 * Cw * dCw_dx) * S) / C2
+        ty = (2 * (gy - py) * C - (2 * Ch * dCh_dy) * S) / C2
+        tw = (2 * Cw * dCw_dw) * S / C2
+        th = (2 * Ch * dCh_dh) * S / C2
+        if kind == "ciou":
+            atan_diff = torch.atan(gw / gh) - torch.atan(pw / ph)
+            ar_loss = 4 / (math.pi * math.pi) * atan_diff * atan_diff
+            alpha = ar_loss / (1 - I / U + ar_loss + 0.000001)
+            tw = tw + alpha * (8 / (math.pi * math.pi) * atan_diff * ph)
+            th = th + alpha * (-8 / (math.pi * math.pi) * atan_diff * pw)
+        pos = C > 0
+        p_dx = torch.where(no_overlap, tx, torch.where(pos, p_dx + tx, p_dx))
+        p_dy = torch.where(no_overlap, ty, torch.where(pos, p_dy + ty, p_dy))
+        p_dw = torch.where(no_overlap, tw, torch.where(pos, p_dw + tw, p_dw))
+        p_dh = torch.where(no_overlap, th, torch.where(pos, p_dh + th, p_dh))
+    return torch.stack([p_dx, p_dy, p_dw, p_dh], dim=-1)
+
+
+# -- per-head settings ------------------------------------------------------------------------
+
+@dataclass
+class YoloSpec:
+    """One ``[yolo]`` layer's loss settings, read from its cfg options."""
+
+    index: int
+    anchors: Tensor  # (num, 2) all anchors, input pixels
+    mask: list[int]
+    classes: int
+    scale_x_y: float = 1.0
+    new_coords: bool = False
+    ignore_thresh: float = 0.5
+    truth_thresh: float = 1.0
+    iou_thresh: float = 1.0
+    iou_thresh_kind: str = "iou"
+    iou_loss: str = "mse"
+    iou_normalizer: float = 0.75
+    obj_normalizer: float = 1.0
+    cls_normalizer: float = 1.0
+    delta_normalizer: float = 1.0
+    max_delta: float = float("inf")
+    label_smooth_eps: float = 0.0
+    objectness_smooth: bool = False
+    focal_loss: bool = False
+    class_multipliers: Tensor | None = None
+    max_boxes: int = 200
+
+    @classmethod
+    def from_node(cls, node, head: YoloHead) -> "YoloSpec":
+        o = node.opts
+        anchors = list(o.anchors or [])
+        anchors += [0.5] * (2 * o.num - len(anchors))  # Darknet's default bias for missing ones
+        pairs = torch.tensor(anchors[:2 * o.num], dtype=torch.float32).view(-1, 2)
+        mask = list(o.mask) if o.mask is not None else list(range(o.num))
+        mult = None
+        if o.get("counters_per_class"):
+            counts = torch.tensor(o.counters_per_class, dtype=torch.float32)
+            if len(counts) != o.classes:
+                raise DarkcspError(f"layer {node.index}: counters_per_class has {len(counts)} "
+                                   f"values for classes={o.classes}")
+            mult = torch.clamp(counts.max() / counts, max=float(o.max_delta))
+        return cls(index=node.index, anchors=pairs, mask=mask, classes=int(o.classes),
+                   scale_x_y=float(o.scale_x_y), new_coords=bool(o.get("new_coords", 0)),
+                   ignore_thresh=float(o.ignore_thresh), truth_thresh=float(o.truth_thresh),
+                   iou_thresh=float(o.iou_thresh),
+                   iou_thresh_kind=iou_kind_name(str(o.iou_thresh_kind)),
+                   iou_loss=iou_kind_name(str(o.iou_loss)),
+                   iou_normalizer=float(o.iou_normalizer), obj_normalizer=float(o.obj_normalizer),
+                   cls_normalizer=float(o.cls_normalizer),
+                   delta_normalizer=float(o.delta_normalizer), max_delta=float(o.max_delta),
+                   label_smooth_eps=float(o.label_smooth_eps),
+                   objectness_smooth=bool(o.objectness_smooth), focal_loss=bool(o.focal_loss),
+                   class_multipliers=mult, max_boxes=int(o.max))
+
+
+@dataclass
+class HeadLoss:
+    """One head's delta and reported values (sums over the mini-batch)."""
+
+    delta: Tensor
+    box: float
+    obj: float
+    cls: float
+    count: int
+    iou_sum: float
+
+
+@dataclass
+class LossResult:
+    """The surrogate to back-propagate and the reported values (sums over the batch)."""
+
+    surrogate: Tensor
+    box: float = 0.0
+    obj: float = 0.0
+    cls: float = 0.0
+    count: int = 0
+    iou_sum: float = 0.0
+    heads: list[HeadLoss] = field(default_factory=list)
+
+    @property
+    def total(self) -> float:
+        return self.box + self.obj + self.cls
+
+
+def activate(spec: YoloSpec, z: Tensor) -> Tensor:
+    """The ``[yolo]`` forward on (B, A, H, W, E): logistic on x, y, obj, classes (unless
+    new_coords), then the scale_x_y affine on x, y."""
+    y = z if spec.new_coords else torch.cat([torch.sigmoid(z[..., :2]), z[..., 2:4],
+                                             torch.sigmoid(z[..., 4:])], dim=-1)
+    if spec.scale_x_y != 1:
+        s = spec.scale_x_y
+        y = torch.cat([y[..., :2] * s - 0.5 * (s - 1), y[..., 2:]], dim=-1)
+    return y
+
+
+def _first_index_of_max(values: Tensor) -> Tensor:
+    """argmax over the last dim that returns the first maximum (Darknet's strict ``>``)."""
+    best = values.max(dim=-1, keepdim=True).values
+    n = values.shape[-1]
+    idx = torch.arange(n, device=values.device).expand_as(values)
+    first = torch.where(values == best, idx, torch.full_like(idx, n)).min(dim=-1).values
+    return first.clamp(max=n - 1)  # an all-NaN row (overflowed box) gives the last index
+
+
+@torch.no_grad()
+def yolo_delta(spec: YoloSpec, z: Tensor, truth: Tensor, net_w: int, net_h: int) -> HeadLoss:
+    """Darknet's delta for one ``[yolo]`` input ``z`` (B, A*(5+C), H, W) and truths (B, T, 5)
+    rows x, y, w, h, class (relative; rows with x == 0 are padding)."""
+    z = z.detach().float().contiguous()  # channels_last (CUDA) inputs cannot be viewed
+    B, _, H, W = z.shape
+    A, C = len(spec.mask), spec.classes
+    E = 5 + C
+    dev = z.device
+    y = activate(spec, z.view(B, A, E, H, W).permute(0, 1, 3, 4, 2))  # (B, A, H, W, E)
+    anchors = spec.anchors.to(dev)
+    mask_t = torch.tensor(spec.mask, device=dev)
+    aw = anchors[mask_t, 0].view(1, A, 1, 1)
+    ah = anchors[mask_t, 1].view(1, A, 1, 1)
+    col = torch.arange(W, device=dev, dtype=torch.float32).view(1, 1, 1, W)
+    row = torch.arange(H, device=dev, dtype=torch.float32).view(1, 1, H, 1)
+    if spec.new_coords:
+        pw, ph = y[..., 2] ** 2 * 4 * aw / net_w, y[..., 3] ** 2 * 4 * ah / net_h
+    else:
+        pw, ph = torch.exp(y[..., 2]) * aw / net_w, torch.exp(y[..., 3]) * ah / net_h
+    pred = torch.stack([(col + y[..., 0]) / W, (row + y[..., 1]) / H, pw, ph], dim=-1)
+
+    truth = truth.to(dev).float()
+    T = truth.shape[1]
+    valid = truth[..., 0] > 0
+    valid &= (truth[..., 4] >= 0) & (truth[..., 4] < C)
+    tcls = truth[..., 4].long().clamp(0, C - 1)
+    mult = spec.class_multipliers.to(dev) if spec.class_multipliers is not None else None
+
+    obj = y[..., 4]
+    probs = y[..., 5:]
+    d_box = torch.zeros(B, A, H, W, 4, device=dev)
+    d_cls = torch.zeros(B, A, H, W, C, device=dev)
+
+    # -- every prediction: best IoU with any truth (ignore_thresh, truth_thresh) --------------
+    best_iou = torch.zeros(B, A, H, W, device=dev)
+    best_t = torch.zeros(B, A, H, W, dtype=torch.long, device=dev)
+    if T:
+        flat = pred.view(B, A * H * W, 1, 4)
+        chunk = max(1, (1 << 22) // max(1, A * H * W * T))
+        ious = []
+        for b0 in range(0, B, chunk):
+            iou = box_iou(flat[b0:b0 + chunk], truth[b0:b0 + chunk, None, :, :4])
+            ious.append(torch.where(valid[b0:b0 + chunk, None, :], iou, torch.zeros_like(iou)))
+        iou = torch.cat(ious).view(B, A, H, W, T)
+        best_iou = iou.max(dim=-1).values
+        best_t = _first_index_of_max(iou)
+    class_match = (probs > 0.25).any(dim=-1)
+    best_match = torch.where(class_match, best_iou, torch.zeros_like(best_iou))
+    d_obj = spec.obj_normalizer * (0 - obj)
+    ignore = best_match > spec.ignore_thresh
+    if spec.objectness_smooth:
+        d_obj = torch.where(ignore, torch.maximum(
+            d_obj, spec.obj_normalizer * (best_match - obj)), d_obj)
+    else:
+        d_obj = torch.where(ignore, torch.zeros_like(d_obj), d_obj)
+
+    # assignments: (b, a, j, i, t, anchor, order); order = Darknet's processing order
+    parts: list[tuple[Tensor, ...]] = []
+    tt = best_iou > spec.truth_thresh
+    if tt.any():
+        b, a, j, i = tt.nonzero(as_tuple=True)
+        t = best_t[b, a, j, i]
+        pos_obj = best_iou[b, a, j, i] ** 2 if spec.objectness_smooth else 1.0
+        d_obj[b, a, j, i] = spec.obj_normalizer * (pos_obj - obj[b, a, j, i])
+        parts.append((b, a, j, i, t, mask_t[a], torch.full_like(b, -1)))
+
+    # -- every truth: best anchor by shape, plus iou_thresh anchors ---------------------------
+    N = len(anchors)
+    if T and valid.any():
+        tb, ti = valid.nonzero(as_tuple=True)
+        tbox = truth[tb, ti, :4]
+        shift = torch.cat([torch.zeros_like(tbox[:, :2]), tbox[:, 2:]], dim=1)
+        anchor_boxes = torch.cat([torch.zeros(N, 2, device=dev),
+                                  anchors / torch.tensor([net_w, net_h], device=dev)], dim=1)
+        shape_iou = box_iou(anchor_boxes[None], shift[:, None])  # (n_truth, N)
+        best_n = _first_index_of_max(shape_iou)
+        gi = (tbox[:, 0] * W).long().clamp(0, W - 1)
+        gj = (tbox[:, 1] * H).long().clamp(0, H - 1)
+        lookup = torch.full((N,), -1, dtype=torch.long, device=dev)
+        lookup[mask_t] = torch.arange(A, device=dev)
+        slot = lookup[best_n]
+        keep = slot >= 0
+        order = ti * (N + 1)
+        parts.append((tb[keep], slot[keep], gj[keep], gi[keep], ti[keep], best_n[keep],
+                      order[keep]))
+        if spec.iou_thresh < 1.0:
+            kind_iou = box_iou_kind(anchor_boxes[None], shift[:, None], spec.iou_thresh_kind)
+            for a_idx, n in enumerate(spec.mask):
+                extra = (best_n != n) & (kind_iou[:, n] > spec.iou_thresh)
+                if extra.any():
+                    parts.append((tb[extra], torch.full_like(tb[extra], a_idx), gj[extra],
+                                  gi[extra], ti[extra], torch.full_like(tb[extra], n),
+                                  order[extra] + 1 + n))
+
+    count, iou_sum, box_value = 0, 0.0, 0.0
+    if parts:
+        b, a, j, i, t, n, order = (torch.cat(x) for x in zip(*parts))
+        step2 = order >= 0
+        tr = truth[b, t, :4]
+        cls_id = tcls[b, t]
+        cmult = mult[cls_id] if mult is not None else torch.ones_like(tr[:, 0])
+        p = pred[b, a, j, i]
+        out = y[b, a, j, i]
+        norm = spec.iou_normalizer * cmult
+        if spec.iou_loss == "mse":
+            tx = tr[:, 0] * W - i.float()
+            ty = tr[:, 1] * H - j.float()
+            if spec.new_coords:
+                tw = torch.sqrt(tr[:, 2] * net_w / (4 * anchors[n, 0]))
+                th = torch.sqrt(tr[:, 3] * net_h / (4 * anchors[n, 1]))
+            else:
+                tw = torch.log(tr[:, 2] * net_w / anchors[n, 0])
+                th = torch.log(tr[:, 3] * net_h / anchors[n, 1])
+            scale = (2 - tr[:, 2] * tr[:, 3]) * norm
+            contrib = torch.stack([tx, ty, tw, th], dim=1) - out[:, :4]
+            contrib = contrib * scale[:, None]
+        else:
+            p_fixed = p.clone()
+            p_fixed[:, 2] = torch.where(p[:, 2] == 0, torch.ones_like(p[:, 2]), p[:, 2])
+            p_fixed[:, 3] = torch.where(p[:, 3] == 0, torch.ones_like(p[:, 3]), p[:, 3])
+            contrib = dx_box_iou(p_fixed, tr, spec.iou_loss)
+            if not spec.new_coords:
+                contrib[:, 2] = contrib[:, 2] * torch.exp(out[:, 2])
+                contrib[:, 3] = contrib[:, 3] * torch.exp(out[:, 3])
+            contrib = torch.nan_to_num(contrib * norm[:, None], nan=0.0, posinf=0.0, neginf=0.0)
+            if math.isfinite(spec.max_delta):
+                contrib = contrib.clamp(-spec.max_delta, spec.max_delta)
+            kind_iou = torch.nan_to_num(box_iou_kind(p, tr, spec.iou_loss), nan=0.0)
+            box_value = float((norm * (1 - kind_iou)).sum())
+        cell = ((b * A + a) * H + j) * W + i
+        d_box.view(-1, 4).index_add_(0, cell, contrib)
+        plain_iou = box_iou(p, tr)
+        count = int(step2.sum())
+        iou_sum = float(plain_iou[step2].sum())
+
+        # objectness of the positives (truth_thresh ones were set above)
+        if step2.any():
+            c2, o2, m2 = cell[step2], order[step2], cmult[step2]
+            flat_obj = d_obj.view(-1)
+            value = m2 * spec.obj_normalizer * (1 - obj.reshape(-1)[c2])
+            if spec.objectness_smooth:  # only where the delta is still exactly 0: first writer
+                sel = _pick(c2, o2, first=True)
+                c_sel, v_sel = c2[sel], value[sel]
+                flat_obj[c_sel] = torch.where(flat_obj[c_sel] == 0, v_sel, flat_obj[c_sel])
+            else:  # assignment: the last writer wins
+                sel = _pick(c2, o2, first=False)
+                flat_obj[c2[sel]] = value[sel]
+
+        # classes: the first truth of a cell writes every class, later ones only their own
+        flat_cls = d_cls.view(-1, C)
+        flat_p = probs.reshape(-1, C)
+        eps = spec.label_smooth_eps
+        y1 = (1 - eps) + 0.5 * eps if eps else 1.0
+        y0 = 0.5 * eps if eps else 0.0
+        first = _pick(cell, order, first=True)
+        fc, fcls = cell[first], cls_id[first]
+        pf = flat_p[fc]
+        onehot = torch.nn.functional.one_hot(fcls, C).to(pf.dtype)
+        if spec.focal_loss:
+            pt = pf.gather(1, fcls[:, None])[:, 0] + 1e-15
+            grad = -(1 - pt) * (2 * pt * torch.log(pt) + pt - 1)
+            full = (onehot - pf) * (0.5 * grad)[:, None]
+        else:
+            full = y0 + (y1 - y0) * onehot - pf
+            if mult is not None:
+                factor = (mult[fcls] * spec.cls_normalizer)[:, None]
+                full = full * torch.where(onehot.bool(), factor, torch.ones_like(full))
+        flat_cls[fc] = full
+        if spec.objectness_smooth and not step2.all():  # truth_thresh positives
+            s1 = first & ~step2
+            c1, k1 = cell[s1], cls_id[s1]
+            m1 = mult[k1] if mult is not None else torch.ones_like(c1, dtype=torch.float32)
+            iou2 = best_iou.reshape(-1)[c1] ** 2
+            flat_cls[c1, k1] = m1 * (iou2 - flat_p[c1, k1])
+        later = ~first
+        if later.any():
+            lc, lk = cell[later], cls_id[later]
+            value = y1 - flat_p[lc, lk]
+            if mult is not None:
+                value = value * mult[lk]
+            flat_cls[lc, lk] = value
+
+    if spec.iou_thresh < 1.0:  # averages_yolo_deltas
+        positives = (d_cls > 0).sum(dim=-1, keepdim=True)
+        divide = (d_obj != 0).unsqueeze(-1) & (positives > 0)
+        d_box = torch.where(divide, d_box / positives.clamp(min=1), d_box)
+
+    if spec.iou_loss == "mse":
+        box_value = float((d_box ** 2).sum())
+    delta = torch.cat([d_box, d_obj.unsqueeze(-1), d_cls], dim=-1)  # (B, A, H, W, E)
+    delta = delta.permute(0, 1, 4, 2, 3).reshape(B, A * E, H, W)
+    return HeadLoss(delta, box_value, float((d_obj ** 2).sum()), float((d_cls ** 2).sum()),
+                    count, iou_sum)
+
+
+def _pick(cell: Tensor, order: Tensor, first: bool) -> Tensor:
+    """Boolean mask selecting, per cell, the assignment with the lowest (first=True) or the
+    highest order."""
+    span = int(order.max()) + 2 if len(order) else 1
+    key = cell * span + (order + 1)
+    perm = torch.argsort(key, stable=True)
+    sorted_cell = cell[perm]
+    if first:
+        edge = torch.ones_like(sorted_cell, dtype=torch.bool)
+        edge[1:] = sorted_cell[1:] != sorted_cell[:-1]
+    else:
+        edge = torch.ones_like(sorted_cell, dtype=torch.bool)
+        edge[:-1] = sorted_cell[:-1] != sorted_cell[1:]
+    out = torch.zeros_like(edge)
+    out[perm] = edge
+    return out
+
+
+class YoloLoss:
+    """All ``[yolo]`` heads of a model: ``loss(head_inputs, truth, net_w, net_h)``."""
+
+    def __init__(self, model) -> None:
+        self.specs: list[YoloSpec] = []
+        for index in model.output_indices:
+            head = model.layers[index]
+            if isinstance(head, YoloHead) and not head.gaussian:
+                self.specs.append(YoloSpec.from_node(model.nodes[index], head))
+        if not self.specs:
+            raise DarkcspError("the cfg has no [yolo] layer: darkcsp train handles [yolo] "
+                               "detectors (and softmax classifiers)")
+
+    @property
+    def head_indices(self) -> list[int]:
+        return [s.index for s in self.specs]
+
+    def __call__(self, head_inputs: list[Tensor], truth: Tensor, net_w: int,
+                 net_h: int) -> LossResult:
+        surrogate = head_inputs[0].new_zeros((), dtype=torch.float32)
+        result = LossResult(surrogate)
+        for spec, z in zip(self.specs, head_inputs):
+            head = yolo_delta(spec, z, truth, net_w, net_h)
+            result.heads.append(head)
+            surrogate = surrogate - (head.delta * z.float()).sum() * spec.delta_normalizer
+            result.box += head.box
+            result.obj += head.obj
+            result.cls += head.cls
+            result.count += head.count
+            result.iou_sum += head.iou_sum
+        result.surrogate = surrogate
+        return result

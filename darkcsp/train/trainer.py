@@ -1,0 +1,613 @@
+"""The training loop: a cfg's own ``[net]`` schedule and ``[yolo]`` losses, Darknet-style.
+
+Why it looks like this:
+
+* one optimizer step per Darknet iteration: ``subdivisions`` mini-batches of
+  ``batch / subdivisions`` images, gradients accumulated (``no_sync`` under DDP), the loss
+  divided by the batch so the step is Darknet's ``lr / batch`` on summed gradients;
+* everything random (which image, augmentation, multi-scale size) is a pure function of
+  ``(seed, rank, position in the image stream)``, and the stream position is
+  ``iteration * batch``: a run resumed from ``last.pt`` sees the same images, rates and
+  ``seen`` as an uninterrupted one (and, on a deterministic CPU, the same weights);
+* files are written atomically by rank 0 only: ``last.pt``/``best.pt`` (model, optimizer,
+  EMA, iteration, seen, history), ``backup/<name>_last.weights`` (``_best``, ``_final``,
+  ``_ema``) with ``seen = iteration * batch`` in the header as Darknet writes it, and
+  ``chart.png`` (loss and mAP over iterations);
+* Ctrl-C saves ``last.pt`` and the ``_last.weights`` before leaving;
+* CUDA gets AMP (fp16 autocast + GradScaler) and channels_last; CPU runs plain fp32;
+* ``torchrun`` (``WORLD_SIZE`` > 1) gives DistributedDataParallel with gloo on CPU or nccl on
+  CUDA, a DistributedSampler per rank and optional SyncBatchNorm. Each rank trains on a full
+  ``batch`` per iteration, as each GPU does in Darknet's multi-GPU mode; gradients are
+  averaged (Darknet averages weights every few iterations instead).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from darkcsp.errors import DarkcspError
+from darkcsp.graph import Darknet
+from darkcsp.layers.heads import YoloHead
+from darkcsp.train.augment import AugmentParams, multiscale_size, training_sample
+from darkcsp.train.classify import (AccuracyEvaluator, ClassifierDataset, SoftmaxLoss,
+                                    collate_classes, open_classifier_data)
+from darkcsp.train.datasets import DataReport, DataSpec, open_data
+from darkcsp.train.ema import DarknetEMA
+from darkcsp.train.loss import YoloLoss
+from darkcsp.train.metrics import Evaluator, MapEvaluator, darknet_evaluator
+from darkcsp.train.schedule import darknet_rate, make_optimizer, set_rate
+from darkcsp.train.synthetic import SyntheticSpec
+from darkcsp.weights import atomic_write
+
+LOG = logging.getLogger("darkcsp.train")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; ``None`` means "from the cfg" (or Darknet's rule)."""
+
+    cfg: str
+    data: str | None = None
+    valid: str | None = None
+    weights: str | None = None
+    cutoff: int | None = None
+    clear: bool = False
+    max_batches: int | None = None
+    batch: int | None = None
+    subdivisions: int | None = None
+    size: int | None = None
+    burn_in: int | None = None  # -1: min(cfg burn_in, max_batches // 10)
+    out: str | None = None
+    device: str | None = None
+    resume: str | bool = False
+    workers: int = 0
+    seed: int = 0
+    map_every: int | None = None
+    save_every: int = 100
+    evaluator: str = "simple"
+    map_images: int | None = None
+    sync_bn: bool = False
+    time_limit: float | None = None  # minutes
+    synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
+    progress: bool = True
+    amp: bool | None = None  # None: on with CUDA
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or interrupted) run reached."""
+
+    iteration: int
+    seen: int
+    loss: float
+    avg_loss: float
+    best_map: float
+    last_map: float
+    images_per_second: float
+    out: Path
+    report: DataReport
+    stopped: str = "done"
+
+
+# -- data -------------------------------------------------------------------------------------
+
+class StreamBatchSampler:
+    """An endless stream of mini-batches of sample keys ``(index, w, h, position)``.
+
+    Position p of this rank's stream is image ``p % L`` of epoch ``p // L`` of a
+    :class:`DistributedSampler` (L images per rank), so any starting iteration can be resumed.
+    """
+
+    def __init__(self, count: int, mini_batch: int, batch: int, start_iteration: int,
+                 seed: int, world: int, rank: int,
+                 size_of: Callable[[int], tuple[int, int]]) -> None:
+        self.sampler = DistributedSampler(range(count), num_replicas=world, rank=rank,
+                                          shuffle=True, seed=seed, drop_last=False)
+        self.mini, self.batch = mini_batch, batch
+        self.start = start_iteration * batch
+        self.size_of = size_of
+        self._epoch = -1
+        self._order: list[int] = []
+
+    def index(self, position: int) -> int:
+        length = len(self.sampler)
+        epoch, offset = divmod(position, length)
+        if epoch != self._epoch:
+            self.sampler.set_epoch(epoch)
+            self._order = list(iter(self.sampler))
+            self._epoch = epoch
+        return self._order[offset]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int, int]]]:
+        position = self.start
+        while True:
+            w, h = self.size_of(position // self.batch)
+            yield [(self.index(p), w, h, p) for p in range(position, position + self.mini)]
+            position += self.mini
+
+
+class TrainDataset(Dataset):
+    """Sample keys -> augmented (image tensor, truth rows, unreadable file names)."""
+
+    def __init__(self, source, params: AugmentParams, seed: int, rank: int) -> None:
+        self.source, self.params, self.seed, self.rank = source, params, seed, rank
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def _load(self, i: int) -> tuple[np.ndarray | None, np.ndarray, str]:
+        return self.source.image(i), self.source.labels(i), self.source.name(i)
+
+    def __getitem__(self, key: tuple[int, int, int, int]):
+        index, w, h, position = key
+        return training_sample(self._load, index, len(self.source), w, h, self.params,
+                               [self.seed, self.rank, position])
+
+
+def collate(items) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Stack images; pad truths to (B, T, 5) with zero rows (x = 0 ends a list, as Darknet)."""
+    images = torch.stack([it[0] for it in items])
+    most = max(1, max(len(it[1]) for it in items))
+    truth = torch.zeros(len(items), most, 5)
+    for n, it in enumerate(items):
+        if len(it[1]):
+            truth[n, :len(it[1])] = torch.from_numpy(it[1])
+    return images, truth, [name for it in items for name in it[2]]
+
+
+# -- model helpers ----------------------------------------------------------------------------
+
+class HeadInputs(nn.Module):
+    """Runs the Darknet model and returns the inputs of the given ``[yolo]`` layers (the raw
+    conv outputs that Darknet's delta is applied to)."""
+
+    def __init__(self, model: Darknet, indices: list[int]) -> None:
+        super().__init__()
+        self.model = model
+        self.indices = indices
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        captured: dict[int, torch.Tensor] = {}
+        handles = [self.model.layers[i].register_forward_pre_hook(_capture(captured, i))
+                   for i in self.indices]
+        try:
+            self.model(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return [captured[i] for i in self.indices]
+
+
+def _capture(store: dict[int, torch.Tensor], index: int) -> Callable[..., None]:
+    def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+        store[index] = args[0]
+    return hook
+
+
+@torch.no_grad()
+def darknet_init(model: nn.Module, seed: int) -> None:
+    """Darknet's initialisation: conv/connected weights ``sqrt(2/fan_in) * U(-1, 1)``, biases
+    0, batch-norm scales 1 (rolling mean 0, variance 1)."""
+    gen = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            fan_in = module.weight[0].numel()
+            w = torch.rand(module.weight.shape, generator=gen) * 2 - 1
+            module.weight.copy_(w * math.sqrt(2.0 / fan_in))
+            if module.bias is not None:
+                module.bias.zero_()
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_parameters()
+
+
+def resolve_device(name: str | None, local_rank: int) -> torch.device:
+    if name in (None, "", "auto"):
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if name.isdigit():
+        return torch.device(f"cuda:{int(name) + local_rank}")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DarkcspError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device(f"cuda:{local_rank}")
+    return device
+
+
+def _with_net(cfg: str, **changes: int) -> list:
+    """The cfg's sections with some [net] keys replaced (batch, size...)."""
+    from darkcsp.config.reader import read_cfg
+    sections = read_cfg(cfg)
+    for key, value in changes.items():
+        if value is not None:
+            sections[0].set(key, value)
+    return sections
+
+
+# -- the trainer ------------------------------------------------------------------------------
+
+class Trainer:
+    """``Trainer(config).run()``; see the module docstring."""
+
+    def __init__(self, config: TrainConfig, evaluator: Evaluator | None = None) -> None:
+        self.config = config
+        self.custom_evaluator = evaluator
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.is_main = self.rank == 0
+
+    # ---------------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        c = self.config
+        self.device = resolve_device(c.device, self.local_rank)
+        self.distributed = self.world > 1
+        if self.distributed and not dist.is_initialized():
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+            dist.init_process_group(backend=backend)
+        self.cuda = self.device.type == "cuda"
+        self.amp = self.cuda if c.amp is None else (c.amp and self.cuda)
+
+        self.checkpoint: dict | None = None
+        self.name = Path(c.cfg).stem
+        self.out = Path(c.out or Path("runs") / "train" / self.name)
+        if c.resume:
+            path = Path(c.resume) if isinstance(c.resume, str) else self.out / "last.pt"
+            if not path.is_file():
+                raise DarkcspError(f"--resume: no checkpoint at {path}")
+            self.checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+            self.out = Path(c.out) if c.out else path.parent
+        self.backup = self.out / "backup"
+        if self.is_main:
+            self.backup.mkdir(parents=True, exist_ok=True)
+
+        saved = self.checkpoint["settings"] if self.checkpoint else {}
+        batch = saved.get("batch", c.batch)
+        subdivisions = saved.get("subdivisions", c.subdivisions)
+        size = saved.get("size", c.size)
+        self.seed = saved.get("seed", c.seed)
+        self.synthetic = saved.get("synthetic", c.synthetic)
+        torch.manual_seed(self.seed)
+        if self.checkpoint is None:
+            burn_in = c.burn_in
+            if burn_in == -1:
+                probe = _with_net(c.cfg, max_batches=c.max_batches)
+                from darkcsp.net import parse_net
+                probe_net = parse_net(probe[0])
+                burn_in = min(probe_net.burn_in, probe_net.max_batches // 10)
+            sections = _with_net(c.cfg, batch=batch, subdivisions=subdivisions, width=size,
+                                 height=size, max_batches=c.max_batches, burn_in=burn_in)
+        else:  # the checkpoint's cfg already carries the run's batch, size, max_batches
+            sections = _with_net(self.checkpoint["cfg_text"], max_batches=c.max_batches)
+        self.model = Darknet(sections)
+        net = self.model.net
+        if net.max_batches <= 0:
+            raise DarkcspError("max_batches is 0: set it in [net] or pass --max-batches")
+        self.mini = max(1, net.batch // net.subdivisions)
+        self.subdivisions = net.subdivisions
+        self.batch = self.mini * self.subdivisions
+        self.settings = {"batch": self.batch, "subdivisions": self.subdivisions,
+                         "size": size, "seed": self.seed, "max_batches": net.max_batches,
+                         "synthetic": self.synthetic}
+        self.cfg_text = self.model.cfg_text
+
+        self.detector = any(isinstance(self.model.layers[i], YoloHead)
+                            for i in self.model.output_indices)
+        if self.detector:
+            self.loss_fn = YoloLoss(self.model)
+            last_head = self.model.nodes[self.loss_fn.specs[-1].index].opts
+            self.params = AugmentParams.from_cfg(net, last_head)
+        else:
+            self.loss_fn = SoftmaxLoss(self.model)
+            self.params = AugmentParams.from_cfg(net, None)
+        self.metric = "mAP@0.5" if self.detector else "top-1"
+
+        self.seen = 0
+        if self.checkpoint is None:
+            darknet_init(self.model, self.seed)
+            if c.weights:
+                self.model.load_weights(c.weights, c.cutoff)
+                if not c.clear:  # Darknet resumes the schedule from the header's seen
+                    self.seen = int(self.model.header.seen)
+        self.model.to(self.device)
+        if c.sync_bn and self.distributed:
+            if self.cuda:
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            elif self.is_main:
+                LOG.warning("--sync-bn needs CUDA; plain BatchNorm is used")
+        if self.cuda:  # conv kernels only: the [yolo] heads keep 5-d buffers
+            for module in self.model.modules():
+                if isinstance(module, nn.Conv2d):
+                    module.to(memory_format=torch.channels_last)
+        self.optimizer = make_optimizer(self.model, net)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.ema = DarknetEMA(self.model, float(net.ema_alpha), int(net.max_batches))
+        self.iteration = self.seen // self.batch
+        self.history: dict[str, list] = {"iteration": [], "loss": [], "avg_loss": [],
+                                         "lr": [], "seconds": [], "map": []}
+        self.best_map = -1.0
+        self.last_map = -1.0
+        self.avg_loss = -1.0
+        if self.checkpoint is not None:
+            self.model.load_state_dict(self.checkpoint["model"])
+            self.optimizer.load_state_dict(self.checkpoint["optimizer"])
+            self.scaler.load_state_dict(self.checkpoint.get("scaler", {}))
+            self.ema.load_state_dict(self.checkpoint.get("ema", {}))
+            if self.ema.shadow is not None:
+                self.ema.shadow = [s.to(self.device) for s in self.ema.shadow]
+            self.iteration = int(self.checkpoint["iteration"])
+            self.seen = int(self.checkpoint["seen"])
+            self.history = self.checkpoint["history"]
+            self.best_map = float(self.checkpoint["best_map"])
+            self.last_map = float(self.checkpoint.get("last_map", -1.0))
+            self.avg_loss = float(self.checkpoint["avg_loss"])
+
+        heads = HeadInputs(self.model, self.loss_fn.head_indices)
+        if self.distributed:
+            heads = nn.parallel.DistributedDataParallel(
+                heads, device_ids=[self.device.index] if self.cuda else None)
+        self.forward = heads
+
+        # data
+        self.evaluator: Evaluator | None = self.custom_evaluator
+        if not self.detector:
+            if c.data is None:
+                raise DarkcspError("a classifier cfg needs --data (an image folder or a "
+                                   "classifier .data with labels=)")
+            train, valid, names, report = open_classifier_data(c.data)
+            if c.valid:
+                valid = open_classifier_data(c.valid)[0]
+            self.data = DataSpec(train, valid, names, None, report)
+            if len(train) == 0:
+                raise DarkcspError(f"{c.data}: no training images")
+            if self.evaluator is None and valid is not None and len(valid):
+                self.evaluator = AccuracyEvaluator(valid, c.map_images)
+        else:
+            self.data = open_data(c.data, classes=None, valid=c.valid, synthetic=self.synthetic,
+                                  max_classes=min(s.classes for s in self.loss_fn.specs))
+        self.report = self.data.report
+        classes = min(s.classes for s in self.loss_fn.specs) if self.detector else \
+            self.model.nodes[-1].in_shapes[0].size // self.model.nodes[-1].opts.groups
+        self.classes = classes
+        if len(self.data.names) > classes and self.is_main:
+            LOG.warning("the data has %d classes but the cfg has %d; labels with a larger class "
+                        "id are skipped", len(self.data.names), classes)
+        if self.detector and self.evaluator is None and self.data.valid is not None \
+                and len(self.data.valid):
+            if c.evaluator == "darknet":
+                self.evaluator = darknet_evaluator(self.data.valid, len(self.data.names),
+                                                   c.map_images)
+            else:
+                self.evaluator = MapEvaluator(self.data.valid, len(self.data.names),
+                                              max_images=c.map_images)
+        self.map_every = c.map_every or max(100, 4 * len(self.data.train) // self.batch)
+
+    def _loader(self) -> Iterator:
+        net = self.model.net
+        if self.detector:
+            dataset: Dataset = TrainDataset(self.data.train, self.params, self.seed, self.rank)
+            collate_fn: Callable = collate
+        else:
+            dataset = ClassifierDataset(self.data.train, net, self.seed, self.rank,
+                                        self.classes)
+            collate_fn = collate_classes
+
+        def size_of(iteration: int) -> tuple[int, int]:
+            if not self.detector:
+                return int(net.width), int(net.height)
+            return multiscale_size(iteration, int(net.max_batches), int(net.width),
+                                   int(net.height), self.params.random, self.params.resize_step,
+                                   self.seed)
+
+        sampler = StreamBatchSampler(len(dataset), self.mini, self.batch, self.iteration,
+                                     self.seed, self.world, self.rank, size_of)
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=self.config.workers,
+                            collate_fn=collate_fn, pin_memory=self.cuda,
+                            persistent_workers=False)
+        return iter(loader)
+
+    # ---------------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        self._setup()
+        net = self.model.net
+        c = self.config
+        if self.is_main:
+            LOG.info("training %s: %d x %d, batch %d (%d x %d), max_batches %d, from iteration "
+                     "%d, on %s%s", self.name, net.width, net.height, self.batch,
+                     self.subdivisions, self.mini, net.max_batches, self.iteration,
+                     self.device, f" x {self.world} ranks" if self.distributed else "")
+        loader = self._loader()
+        self.model.train()
+        start_time = time.time()
+        rate_ips = 0.0
+        loss_value = float("nan")
+        stopped = "done"
+        bar = None
+        if self.is_main and c.progress:
+            from tqdm import tqdm
+            bar = tqdm(total=int(net.max_batches), initial=self.iteration, unit="it",
+                       dynamic_ncols=True, file=sys.stderr)
+        try:
+            while self.iteration < net.max_batches:
+                t0 = time.time()
+                loss_value = self._step(loader)
+                dt = max(time.time() - t0, 1e-9)
+                ips = self.batch * self.world / dt
+                rate_ips = ips if rate_ips == 0 else 0.9 * rate_ips + 0.1 * ips
+                if self.avg_loss < 0 or self.avg_loss != self.avg_loss:
+                    self.avg_loss = loss_value
+                self.avg_loss = self.avg_loss * 0.9 + loss_value * 0.1
+                lr = self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0].get(
+                    "lr_scale", 1.0)
+                for key, value in (("iteration", self.iteration), ("loss", loss_value),
+                                   ("avg_loss", self.avg_loss), ("lr", lr), ("seconds", dt)):
+                    self.history[key].append(value)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss_value:.3f}", avg=f"{self.avg_loss:.3f}",
+                                    lr=f"{lr:.2e}", ips=f"{rate_ips:.1f}",
+                                    map=f"{self.last_map:.3f}" if self.last_map >= 0 else "-")
+                last = self.iteration >= net.max_batches
+                evaluated = self.evaluator is not None and (
+                    self.iteration % self.map_every == 0 or last)
+                if evaluated:
+                    self._evaluate()
+                if self.is_main and (self.iteration % c.save_every == 0 or last):
+                    self._save_last()
+                if c.time_limit is not None and self._out_of_time(start_time):
+                    stopped = "time limit"
+                    if self.evaluator is not None and not evaluated:
+                        self._evaluate()
+                    break
+        except KeyboardInterrupt:
+            stopped = "interrupted"
+            if self.is_main:
+                LOG.warning("interrupted at iteration %d: saving %s", self.iteration,
+                            self.out / "last.pt")
+                self._save_last()
+                self._chart()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        if self.is_main:
+            self._save_last()
+            self._save_weights(self.backup / f"{self.name}_final.weights")
+            self._chart()
+            if self.report.counts:
+                LOG.warning("data problems (skipped): %s", self.report.summary())
+        if self.distributed:
+            dist.barrier()
+        return TrainResult(self.iteration, self.seen, loss_value, self.avg_loss,
+                           self.best_map, self.last_map, rate_ips, self.out, self.report,
+                           stopped)
+
+    def _out_of_time(self, start: float) -> bool:
+        over = (time.time() - start) / 60 >= self.config.time_limit
+        if self.distributed:
+            flag = torch.tensor([1.0 if over else 0.0], device=self.device)
+            dist.broadcast(flag, 0)
+            over = bool(flag.item())
+        return over
+
+    def _step(self, loader: Iterator) -> float:
+        """One Darknet iteration: ``subdivisions`` forward/backward passes, one update."""
+        total = 0.0
+        for s in range(self.subdivisions):
+            images, truth, bad = next(loader)
+            for name in bad:
+                self.report.add("bad_image", name, "cannot be decoded; replaced by another "
+                                "image")
+            images = images.to(self.device, non_blocking=True)
+            if self.cuda:
+                images = images.contiguous(memory_format=torch.channels_last)
+            h, w = images.shape[-2:]
+            sync = (self.distributed and s < self.subdivisions - 1)
+            context = self.forward.no_sync() if sync else contextlib.nullcontext()
+            with context:
+                with torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
+                    inputs = self.forward(images)
+                result = self.loss_fn(inputs, truth, int(w), int(h))
+                self.scaler.scale(result.surrogate / self.batch).backward()
+            total += result.total
+        self.iteration += 1
+        self.seen += self.batch
+        set_rate(self.optimizer, darknet_rate(self.model.net, self.iteration, self.seed))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.step(self.iteration)
+        return total / self.batch
+
+    def _evaluate(self) -> None:
+        if not self.is_main:
+            return
+        value = float(self.evaluator(self.model, self.device))
+        self.last_map = value
+        self.history["map"].append((self.iteration, value))
+        LOG.info("iteration %d: %s = %.4f (best %.4f)", self.iteration, self.metric, value,
+                 max(self.best_map, value))
+        if value >= self.best_map:
+            self.best_map = value
+            self._save_checkpoint(self.out / "best.pt")
+            self._save_weights(self.backup / f"{self.name}_best.weights")
+        self._chart()
+
+    # -- files ------------------------------------------------------------------------------
+    def _save_weights(self, path: Path) -> None:
+        self.model.header = dataclasses.replace(self.model.header,
+                                                seen=self.iteration * self.batch)
+        self.model.save_weights(path)
+
+    def _save_last(self) -> None:
+        self._save_checkpoint(self.out / "last.pt")
+        self._save_weights(self.backup / f"{self.name}_last.weights")
+        if self.ema.initialized:
+            with self.ema.swapped():
+                self._save_weights(self.backup / f"{self.name}_ema.weights")
+
+    def _save_checkpoint(self, path: Path) -> None:
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scaler": self.scaler.state_dict(), "ema": self.ema.state_dict(),
+                 "iteration": self.iteration, "seen": self.seen, "history": self.history,
+                 "best_map": self.best_map, "last_map": self.last_map,
+                 "avg_loss": self.avg_loss, "settings": self.settings,
+                 "cfg_text": self.cfg_text, "cfg": self.config.cfg,
+                 "data_report": dict(self.report.counts)}
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        atomic_write(path, buffer.getvalue())
+
+    def _chart(self) -> None:
+        """chart.png: per-iteration loss, its Darknet-style running average, and mAP."""
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        if not self.history["iteration"]:
+            return
+        fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
+        ax.plot(self.history["iteration"], self.history["loss"], color="#9bb7d4", lw=0.8,
+                label="loss")
+        ax.plot(self.history["iteration"], self.history["avg_loss"], color="#1f4e8c", lw=1.6,
+                label="avg loss")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("loss per image")
+        if all(v > 0 for v in self.history["loss"] if math.isfinite(v)):
+            ax.set_yscale("log")  # the first iterations are orders of magnitude higher
+        ax.grid(alpha=0.3)
+        if self.history["map"]:
+            ax2 = ax.twinx()
+            its, maps = zip(*self.history["map"])
+            ax2.plot(its, [100 * m for m in maps], "o-", color="#c0392b",
+                     label=f"{self.metric} %")
+            ax2.set_ylim(0, 100)
+            ax2.set_ylabel(f"{self.metric} (%)")
+            ax2.legend(loc="upper right")
+        ax.legend(loc="upper left")
+        ax.set_title(f"{self.name}: iteration {self.iteration}, seen {self.seen}")
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", bbox_inches="tight")
+        plt.close(fig)
+        atomic_write(self.out / "chart.png", buffer.getvalue())
+
+
+def train(config: TrainConfig, evaluator: Evaluator | None = None) -> TrainResult:
+    """Run one training; the library entry point behind ``darkcsp train``."""
+    return Trainer(config, evaluator).run()

@@ -1,0 +1,176 @@
+"""End-to-end training on the embedded dataset: the loss falls, Ctrl-C saves, a resumed run
+equals an uninterrupted one, the files are Darknet's, and a 2-process DDP run works."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from darkcsp import Darknet
+from darkcsp.train.synthetic import SyntheticSpec
+from darkcsp.train.trainer import TrainConfig, Trainer
+
+from test_train_helpers import single_thread, tiny_cfg  # noqa: F401  (autouse fixture)
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = SyntheticSpec(train=48, valid=8, size=96, classes=3, seed=1)
+
+
+def config(tmp_path: Path, out: str, **overrides) -> TrainConfig:
+    values = dict(cfg=str(tiny_cfg(tmp_path)), out=str(tmp_path / out), batch=8, subdivisions=2,
+                  size=64, progress=False, synthetic=SMALL, seed=5, save_every=100)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_loss_falls_on_the_embedded_dataset(tmp_path):
+    trainer = Trainer(config(tmp_path, "fall", max_batches=12, map_every=12))
+    result = trainer.run()
+    losses = trainer.history["loss"]
+    assert len(losses) == 12
+    first, last = sum(losses[:2]) / 2, sum(losses[-2:]) / 2
+    assert last < 0.5 * first, losses  # a real decrease, not noise
+    assert 0 <= result.last_map <= 1 and result.best_map == result.last_map
+    out = Path(result.out)
+    for name in ("last.pt", "best.pt", "chart.png", "backup/tiny_last.weights",
+                 "backup/tiny_best.weights", "backup/tiny_final.weights"):
+        assert (out / name).is_file(), name
+    fresh = Darknet(str(tiny_cfg(tmp_path)))
+    fresh.load_weights(out / "backup" / "tiny_final.weights")
+    assert fresh.header.seen == 12 * 8  # iteration * batch, as Darknet writes it
+    state = trainer.model.state_dict()
+    for key, value in fresh.state_dict().items():
+        if "num_batches_tracked" not in key:
+            assert torch.equal(value, state[key]), key
+    ckpt = torch.load(out / "last.pt", weights_only=False)
+    assert ckpt["iteration"] == 12 and ckpt["seen"] == 96 and "optimizer" in ckpt
+
+
+class InterruptAt:
+    """An evaluator that raises KeyboardInterrupt (as Ctrl-C would) at one iteration."""
+
+    def __init__(self, trainer_box: list, iteration: int | None) -> None:
+        self.box, self.iteration = trainer_box, iteration
+
+    def __call__(self, model, device) -> float:
+        if self.box and self.box[0].iteration == self.iteration:
+            raise KeyboardInterrupt
+        return 0.5
+
+
+def test_ctrl_c_saves_and_resume_continues_exactly(tmp_path):
+    box: list = []
+    straight = Trainer(config(tmp_path, "straight", max_batches=6, map_every=3),
+                       evaluator=InterruptAt(box, None))
+    box.append(straight)
+    straight.run()
+
+    box2: list = []
+    broken = Trainer(config(tmp_path, "broken", max_batches=6, map_every=3),
+                     evaluator=InterruptAt(box2, 3))
+    box2.append(broken)
+    with pytest.raises(KeyboardInterrupt):
+        broken.run()
+    saved = torch.load(tmp_path / "broken" / "last.pt", weights_only=False)
+    assert saved["iteration"] == 3 and saved["seen"] == 24
+    assert (tmp_path / "broken" / "backup" / "tiny_last.weights").is_file()
+
+    resumed = Trainer(config(tmp_path, "broken", max_batches=6, map_every=3, resume=True),
+                      evaluator=InterruptAt([], None))
+    result = resumed.run()
+    assert result.iteration == 6 and result.seen == straight.seen == 48
+    assert resumed.history["lr"] == straight.history["lr"]
+    assert resumed.history["iteration"] == list(range(1, 7))
+    # the CPU is deterministic here, so the weights are bit-identical
+    assert resumed.history["loss"] == straight.history["loss"]
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_two_process_ddp_on_cpu(tmp_path):
+    cfg = tiny_cfg(tmp_path)
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "darkcsp.train.cli", str(cfg), "--out", str(out), "--max-batches", "3",
+           "--batch", "4", "--subdivisions", "2", "--size", "64", "--workers", "0",
+           "--no-progress", "--synthetic-train", "16", "--synthetic-valid", "4",
+           "--synthetic-size", "64", "--map-every", "3", "--device", "cpu"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("iterations 3, seen 12") == 1  # rank 0 only reports
+    weights = out / "backup" / "tiny_final.weights"
+    fresh = Darknet(str(cfg))
+    fresh.load_weights(weights)
+    assert fresh.header.seen == 12
+    ckpt = torch.load(out / "last.pt", weights_only=False)
+    for key, value in fresh.state_dict().items():
+        if "num_batches_tracked" not in key:
+            torch.testing.assert_close(value, ckpt["model"][key], msg=key)
+
+
+def test_classifier_cfg_trains_with_softmax_cross_entropy(tmp_path):
+    """A [softmax] classifier on an image folder (root/train/<class>, root/val/<class>)."""
+    import cv2
+    from darkcsp.train.synthetic import SyntheticShapes
+
+    shapes = SyntheticShapes(SyntheticSpec(train=24, valid=6, size=48, classes=3,
+                                           max_objects=1))
+    for split, folder in (("train", "train"), ("valid", "val")):
+        for i in range(shapes.count(split)):
+            img, labels = shapes.sample(split, i)
+            target = tmp_path / "data" / folder / shapes.names[int(labels[0, 0])]
+            target.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(target / f"{i}.png"), img[..., ::-1])
+    cfg = tmp_path / "cls.cfg"
+    cfg.write_text("[net]\nbatch=6\nsubdivisions=1\nwidth=32\nheight=32\nchannels=3\n"
+                   "learning_rate=0.05\nmax_batches=6\nlabel_smooth_eps=0.1\nangle=5\n"
+                   "[convolutional]\nbatch_normalize=1\nfilters=8\nsize=3\npad=1\n"
+                   "activation=leaky\n[maxpool]\nsize=2\nstride=2\n"
+                   "[convolutional]\nfilters=3\nsize=1\nactivation=linear\n[avgpool]\n"
+                   "[softmax]\n")
+    trainer = Trainer(TrainConfig(cfg=str(cfg), data=str(tmp_path / "data"),
+                                  out=str(tmp_path / "run"), progress=False, map_every=6))
+    result = trainer.run()
+    assert trainer.metric == "top-1" and result.iteration == 6
+    assert 0 <= result.last_map <= 1 and all(v > 0 for v in trainer.history["loss"])
+    fresh = Darknet(str(cfg))
+    fresh.load_weights(tmp_path / "run" / "backup" / "cls_final.weights")
+    assert fresh.header.seen == 36
+
+
+def test_cli_registration_and_darknet_order():
+    from darkcsp.cli import COMMANDS, _darknet_order
+    from darkcsp.train.cli import add_arguments, config_from_args
+    import argparse
+
+    assert COMMANDS["train"][0] == "darkcsp.train.cli"
+    argv = _darknet_order(["detector", "train", "obj.data", "y.cfg", "y.weights", "--clear"])
+    assert argv == ["train", "y.cfg", "--data", "obj.data", "--weights", "y.weights", "--clear"]
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    quick = config_from_args(parser.parse_args(["y.cfg"]))  # synthetic: a quick run
+    assert (quick.max_batches, quick.batch, quick.size, quick.burn_in) == (100, 16, 224, -1)
+    full = config_from_args(parser.parse_args(argv[1:]))
+    assert full.max_batches is None and full.data == "obj.data" and full.clear
+
+
+def test_simple_map_agrees_with_darkcsp_evaluate(tmp_path):
+    """The training-time mAP helper and the full ``detector map`` port give the same number."""
+    pytest.importorskip("darkcsp.evaluate")
+    pytest.importorskip("darkcsp.infer.decode")
+    from darkcsp.train.metrics import MapEvaluator, darknet_evaluator
+
+    trainer = Trainer(config(tmp_path, "agree", max_batches=6, map_every=100))
+    trainer._setup()  # untrained: many random candidates, a few hit by chance
+    valid = trainer.data.valid
+    simple = MapEvaluator(valid, 3)(trainer.model, trainer.device)
+    full = darknet_evaluator(valid, 3)(trainer.model, trainer.device)
+    assert simple > 0
+    assert simple == pytest.approx(full, abs=1e-9)
