@@ -1,8 +1,9 @@
 """darkcsp: Darknet cfg files as PyTorch models with Darknet's exact numbers, and back."""
 from darkcsp.errors import CfgError, CfgWarning, DarkcspError, WeightsError
 from darkcsp.graph import Darknet, Graph, build_graph
+from darkcsp.deploy.detector import Detector
 
 __version__ = "0.1.0"
 
 __all__ = ["Darknet", "Graph", "build_graph", "CfgError", "CfgWarning", "DarkcspError",
-           "WeightsError", "__version__"]
+           "WeightsError", "Detector", "__version__"]

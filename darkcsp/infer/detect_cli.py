@@ -199,6 +199,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="OUT", help="write the detections to this JSON file")
     parser.add_argument("--save-dir", metavar="DIR",
                         help="write each image with its boxes drawn here, under its own name")
+    parser.add_argument("--backend", choices=("torch", "opencv", "onnx"), default="torch",
+                        help="what runs the network (same pre-processing, decode and NMS): "
+                             "darkcsp's module (default), OpenCV 4.x DNN or onnxruntime")
 
 
 def read_names(path: str | os.PathLike) -> list[str]:
@@ -243,6 +246,10 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     model = _load_model(args.cfg, args.weights)
+    backend = None
+    if args.backend != "torch":
+        from darkcsp.deploy.backends import make_backend
+        backend = make_backend(args.backend, model, args.cfg, args.weights)
     heads = detection_heads(model)
     classes = heads[-1][1].classes
     names_path = args.names
@@ -261,7 +268,12 @@ def run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         gray = int(model.net.channels) == 1
         net_image = load_image(image, 1) if gray else rgb
-        rows, img_w, img_h = detect_rows(model, net_image, args.thresh, args.nms, letterbox)
+        if backend is None:
+            rows, img_w, img_h = detect_rows(model, net_image, args.thresh, args.nms, letterbox)
+        else:
+            from darkcsp.deploy.detector import backend_rows
+            rows, img_w, img_h = backend_rows(backend, net_image, args.thresh, args.nms,
+                                              letterbox)
         elapsed = (time.perf_counter() - start) * 1000
         entries = detections_from_rows(rows, img_w, img_h, args.thresh, names, image)
         tqdm.write(f"{image}: Predicted in {elapsed:.3f} milli-seconds.")
