@@ -198,6 +198,8 @@ def test_malformed_dialect_names_file_line_and_key(tmp_path: Path, body: str, ke
 PUBLIC_TWINS = {
     "yolov4-tiny.cfg": "alexeyab/yolov4-tiny.cfg",
     "cspdarknet53.cfg": "cspnet/master/csdarknet53.cfg",
+    "cspresnet50.cfg": "cspnet/master/csresnet50.cfg",
+    "cspresnext50.cfg": "cspnet/master/csresnext50.cfg",
 }
 
 

@@ -13,7 +13,7 @@ import math
 
 from darkcsp.config.options import Option, OptionValues, parse_options
 from darkcsp.config.reader import Section
-from darkcsp.layers.activations import activation_option
+from darkcsp.layers.activations import ACTIVATIONS, activation_option
 from darkcsp.layers.registry import LayerType, register
 
 CONV_STYLE = (activation_option("leaky"), Option("batch_normalize", "int", 1))
@@ -161,7 +161,10 @@ class Csp(MacroType):
     options = (
         Option("filters", "int", None, minimum=1,
                doc="stage width: the down-sampling conv and the transition after the concat"),
-        Option("downsample", "int", 0, doc="1: start with a 3x3/2 conv of `filters`"),
+        Option("downsample", "int", 0, doc="1: start with a 3x3/2 conv (the base)"),
+        Option("downsample_filters", "int", None, minimum=1,
+               doc="width of the down-sampling conv (default `filters`)"),
+        Option("downsample_groups", "int", 1, minimum=1),
         Option("split", "float", 0.5, minimum=0, maximum=1,
                doc="partial ratio gamma: part 1 gets gamma of the base channels"),
         Option("split_mode", "str", "conv", choices=("conv", "slice")),
@@ -172,6 +175,10 @@ class Csp(MacroType):
         Option("blocks", "int", 1, minimum=1),
         Option("block", "str", "dark", choices=BLOCKS),
         Option("bottleneck", "int", None, minimum=1, doc="inner width of a block"),
+        Option("block_filters", "int", None, minimum=1,
+               doc="output width of res/resnext blocks (default: part 2's width)"),
+        Option("part_activation", "str", None, choices=tuple(ACTIVATIONS),
+               doc="activation of the two split convs (default `activation`)"),
         Option("growth_rate", "int", 32, minimum=1),
         Option("groups", "int", 1, minimum=1, doc="resnext cardinality"),
         Option("fusion", "str", "both", choices=("both", "first", "last")),
@@ -187,7 +194,8 @@ class Csp(MacroType):
             raise section.error("required with downsample=1 or fusion=both|first", "filters")
         base = low.previous
         if opts.downsample:
-            base = emit_conv(low, opts.filters, 3, opts, stride=2)
+            base = emit_conv(low, opts.downsample_filters or opts.filters, 3, opts, stride=2,
+                             groups=opts.downsample_groups)
         low.tap("base", base)
         c_base = low.shape(base).c
         if opts.split_mode == "slice":
@@ -207,9 +215,10 @@ class Csp(MacroType):
                 if width < 1:
                     raise section.error(f"split={opts.split} leaves a part with no channels "
                                         f"(base has {c_base})", key if opts[key] else "split")
-            part1 = emit_conv(low, c1, 1, opts)
+            part_activation = opts.part_activation or opts.activation
+            part1 = emit_conv(low, c1, 1, opts, activation=part_activation)
             emit_route(low, base)
-            part2 = emit_conv(low, c2, 1, opts)
+            part2 = emit_conv(low, c2, 1, opts, activation=part_activation)
         low.tap("part1", part1)
         low.tap("part2", part2)
         out = self._blocks(section, opts, low, part2)
@@ -243,7 +252,7 @@ class Csp(MacroType):
                                         f"groups={groups}", "groups")
                 emit_conv(low, inner, 1, opts)
                 emit_conv(low, inner, 3, opts, groups=groups)
-                emit_conv(low, width, 1, opts, activation="linear")
+                emit_conv(low, opts.block_filters or width, 1, opts, activation="linear")
                 x = low.emit("shortcut", **{"from": low.relative(start)},
                              activation=opts.activation)
             elif opts.block == "plain":
