@@ -20,6 +20,9 @@ setup(
         "tqdm",
         "pycocotools",
         "scipy",
+        # Loss/mAP charts and PR curves are written as PNG; matplotlib (Agg) draws them better
+        # than anything we would write on top of OpenCV.
+        "matplotlib",
     ],
     extras_require={
         "test": ["pytest", "hypothesis", "onnxruntime", "onnx"],
