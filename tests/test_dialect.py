@@ -257,7 +257,9 @@ def test_pelee_numbers_against_the_paper() -> None:
 
 
 @pytest.mark.parametrize("name", ["csppeleenet-efm.cfg", "cspdarknet53.cfg", "yolov4-tiny.cfg",
-                                  "peleenet.cfg", "csppeleenet.cfg", "yolov3-tiny-prn.cfg"])
+                                  "peleenet.cfg", "csppeleenet.cfg", "yolov3-tiny-prn.cfg",
+                                  "cspresnet50.cfg", "cspresnext50.cfg",
+                                  "cspdensenet-ref-prn.cfg"])
 def test_zoo_cfg_lowers_to_the_same_numbers(name: str) -> None:
     model = randomize(Darknet(ZOO / name), seed=5)
     x = torch.rand((1, 3, 64, 64), generator=torch.Generator().manual_seed(6))

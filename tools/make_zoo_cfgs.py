@@ -1,4 +1,5 @@
-"""Write cfg/peleenet.cfg, cfg/csppeleenet.cfg and cfg/csppeleenet-efm.cfg.
+"""Write the zoo cfgs the CSPNet authors never published: cfg/peleenet.cfg, cfg/csppeleenet.cfg,
+cfg/csppeleenet-efm.cfg and cfg/cspdensenet-ref-prn.cfg.
 
 PeleeNet follows the authors' prototxt (stem, two-way dense layers with growth 32, stages of
 3/4/8/6 layers with bottleneck widths 1/2/4/4, 1x1 transitions that keep the width, 2x2/2
@@ -7,7 +8,11 @@ reconstruction that fits the paper's 0.888 BFLOPs / 2.83M parameters best: every
 half by channel slicing, the dense layers on part 2 with unchanged growth and bottleneck, a
 transition T that keeps part 2's width, concat [T, part 1], 2x2/2 average pooling, then the
 transition U at the pooled resolution (fusion "both", paper Fig. 3b). docs/dialect.md lists the
-choices. Run: python tools/make_pelee_cfgs.py
+choices. CSPDenseNet Ref.-PRN: the paper gives only the backbone's totals (3.48M parameters,
+0.886 BFLOPs at 256x256, "sized against Darknet Ref."); ours is a 3x3/2 stem + 2x2/2 max-pool and
+four CSP dense stages (widths 128/256/512/1024, 1/2/4/4 dense layers of growth 32/32/64/64,
+bottleneck 2x growth, fusion (b), average pooling after stages 1-3) which gives 3.51M and 0.896,
+with yolov3-tiny-prn's two-head PRN neck on top. Run: python tools/make_zoo_cfgs.py
 """
 from __future__ import annotations
 
@@ -142,9 +147,35 @@ def csppeleenet_efm() -> str:
             + yolo("0,1,2"))
 
 
+DENSE_REF_STAGES = [(128, 1, 32), (256, 2, 32), (512, 4, 64), (1024, 4, 64)]
+
+
+def cspdensenet_ref_backbone() -> str:
+    text = "\n# stem\n" + conv(32, 3, 2) + "\n[maxpool]\nsize=2\nstride=2\n"
+    for stage, (width, layers, growth) in enumerate(DENSE_REF_STAGES, start=1):
+        text += (f"\n# stage {stage}\n[csp]\nfilters={width}\nsplit=0.5\nsplit_mode=slice\n"
+                 f"part1=slice\nblock=dense\nblocks={layers}\ngrowth_rate={growth}\n"
+                 f"bottleneck={2 * growth}\nfusion=both\n"
+                 f"pool={'avg' if stage < 4 else 'none'}\nactivation=leaky\n")
+    return text
+
+
+def cspdensenet_ref_prn() -> str:
+    # dialect indices: 0 stem conv, 1 max-pool, 2-5 stages (3 = stride 16, 5 = stride 32)
+    return ("# CSPDenseNet Ref.-PRN, the CSPNet paper's small CPU detector (reconstruction; see\n"
+            "# docs/dialect.md): a CSPDenseNet Ref. backbone and yolov3-tiny-prn's PRN neck.\n"
+            + DETECTOR_NET + cspdensenet_ref_backbone()
+            + "\n# head at stride 32\n" + conv(256, 1) + conv(256, 3)
+            + "\n[prn]\nfrom=-2\nactivation=leaky\n" + yolo("3,4,5")
+            + "\n# head at stride 16\n\n[route]\nlayers=-5\n" + conv(128, 1)
+            + "\n[upsample]\nstride=2\n\n[prn]\nfrom=3\nactivation=leaky\n" + conv(128, 3)
+            + "\n[prn]\nfrom=-3\nactivation=leaky\n" + yolo("0,1,2"))
+
+
 def main() -> None:
     for name, text in (("peleenet.cfg", peleenet()), ("csppeleenet.cfg", csppeleenet()),
-                       ("csppeleenet-efm.cfg", csppeleenet_efm())):
+                       ("csppeleenet-efm.cfg", csppeleenet_efm()),
+                       ("cspdensenet-ref-prn.cfg", cspdensenet_ref_prn())):
         (CFG / name).write_text(text, encoding="utf-8")
         print("wrote", CFG / name)
 
