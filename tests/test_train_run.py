@@ -174,3 +174,45 @@ def test_simple_map_agrees_with_darkcsp_evaluate(tmp_path):
     full = darknet_evaluator(valid, 3)(trainer.model, trainer.device)
     assert simple > 0
     assert simple == pytest.approx(full, abs=1e-9)
+
+
+def test_anchors_auto_and_learning_rate_override(tmp_path):
+    from darkcsp.evaluate.anchors import calc_anchors
+    from darkcsp.layers.heads import YoloHead
+    from darkcsp.train.synthetic import SyntheticShapes
+
+    trainer = Trainer(config(tmp_path, "anchors", max_batches=1, anchors="auto",
+                             learning_rate=0.02, map_every=10 ** 9))
+    trainer.run()
+    assert trainer.model.net.learning_rate == pytest.approx(0.02)
+    shapes = SyntheticShapes(SMALL)
+    boxes = torch.cat([torch.from_numpy(shapes.sample("train", i)[1][:, 3:5])
+                       for i in range(SMALL.train)]).numpy()
+    heads = [m for m in trainer.model.layers if isinstance(m, YoloHead)]
+    assert heads
+    num = len(heads[0].anchors)
+    expected = calc_anchors(boxes, trainer.model.nodes[
+        trainer.loss_fn.specs[0].index].opts.num, 64, 64, seed=5).anchors
+    used = [tuple(a) for a in expected.round(1).tolist()]
+    for head in heads:  # the masked anchors come from the k-means set
+        assert len(head.anchors) == num
+        for anchor in head.anchors:
+            assert tuple(round(float(v), 1) for v in anchor) in used
+    assert "anchors=" in trainer.cfg_text
+
+
+def test_anchors_list_and_cli_options(tmp_path):
+    from darkcsp.train.cli import add_arguments, config_from_args
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["x.cfg", "--anchors", "auto", "--lr", "0.01", "--threads", "2"])
+    c = config_from_args(args)
+    assert c.anchors == "auto" and c.learning_rate == 0.01 and args.threads == 2
+    trainer = Trainer(config(tmp_path, "list", max_batches=1, map_every=10 ** 9,
+                             anchors="5,6, 7,8, 9,10, 11,12, 13,14, 15,16"))
+    trainer.run()
+    heads = [m for m in trainer.model.layers if m.__class__.__name__ == "YoloHead"]
+    flat = {tuple(float(v) for v in a) for h in heads for a in h.anchors}
+    assert flat <= {(5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)}

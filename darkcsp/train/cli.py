@@ -34,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subdivisions", type=int, help="override [net] subdivisions")
     parser.add_argument("--size", type=int, help="override [net] width and height")
     parser.add_argument("--burn-in", type=int, help="override [net] burn_in")
+    parser.add_argument("--learning-rate", "--lr", type=float, dest="learning_rate",
+                        help="override [net] learning_rate")
+    parser.add_argument("--anchors", help="override every [yolo] anchors: 'auto' (k-means "
+                        "on the training labels, as calc_anchors, at the network size) or "
+                        "w,h, w,h, ... in input pixels")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or N (default: cuda if available)")
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
                         help="continue from OUT/last.pt (or CKPT) exactly where it stopped")
@@ -88,7 +94,8 @@ def config_from_args(args: argparse.Namespace):
         synthetic=SyntheticSpec(train=args.synthetic_train, valid=args.synthetic_valid,
                                 size=args.synthetic_size, classes=args.synthetic_classes,
                                 seed=args.seed),
-        progress=not args.no_progress, amp=False if args.no_amp else None)
+        progress=not args.no_progress, amp=False if args.no_amp else None,
+        anchors=args.anchors, learning_rate=args.learning_rate)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
         logger.addHandler(handler)
         logger.propagate = False
     logger.setLevel(logging.INFO if int(os.environ.get("RANK", "0")) == 0 else logging.WARNING)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     trainer = Trainer(config_from_args(args))
     try:
         result = trainer.run()

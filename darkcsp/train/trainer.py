@@ -86,6 +86,8 @@ class TrainConfig:
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
     progress: bool = True
     amp: bool | None = None  # None: on with CUDA
+    anchors: str | None = None  # "auto": k-means (calc_anchors) on the training labels
+    learning_rate: float | None = None  # override [net] learning_rate
 
 
 @dataclass
@@ -284,6 +286,7 @@ class Trainer:
         self.seed = saved.get("seed", c.seed)
         self.synthetic = saved.get("synthetic", c.synthetic)
         torch.manual_seed(self.seed)
+        self._early_data = None
         if self.checkpoint is None:
             burn_in = c.burn_in
             if burn_in == -1:
@@ -292,7 +295,10 @@ class Trainer:
                 probe_net = parse_net(probe[0])
                 burn_in = min(probe_net.burn_in, probe_net.max_batches // 10)
             sections = _with_net(c.cfg, batch=batch, subdivisions=subdivisions, width=size,
-                                 height=size, max_batches=c.max_batches, burn_in=burn_in)
+                                 height=size, max_batches=c.max_batches, burn_in=burn_in,
+                                 learning_rate=c.learning_rate)
+            if c.anchors:
+                self._early_data = self._set_anchors(sections, c.anchors)
         else:  # the checkpoint's cfg already carries the run's batch, size, max_batches
             sections = _with_net(self.checkpoint["cfg_text"], max_batches=c.max_batches)
         self.model = Darknet(sections)
@@ -378,6 +384,8 @@ class Trainer:
                 raise DarkcspError(f"{c.data}: no training images")
             if self.evaluator is None and valid is not None and len(valid):
                 self.evaluator = AccuracyEvaluator(valid, c.map_images)
+        elif self._early_data is not None and c.data is None:
+            self.data = self._early_data  # the synthetic set already opened for --anchors auto
         else:
             self.data = open_data(c.data, classes=None, valid=c.valid, synthetic=self.synthetic,
                                   max_classes=min(s.classes for s in self.loss_fn.specs))
@@ -397,6 +405,42 @@ class Trainer:
                 self.evaluator = MapEvaluator(self.data.valid, len(self.data.names),
                                               max_images=c.map_images)
         self.map_every = c.map_every or max(100, 4 * len(self.data.train) // self.batch)
+
+    def _set_anchors(self, sections: list, anchors: str) -> DataSpec | None:
+        """Replace every [yolo] section's anchors: ``auto`` runs Darknet's ``calc_anchors``
+        k-means (seeded) on the training labels at the network size, with the head's ``num``
+        clusters; otherwise ``anchors`` is a list ``w,h, w,h, ...`` in input pixels. Returns
+        the data opened for ``auto`` (reused for training), else None."""
+        from darkcsp.net import parse_net
+        heads = [s for s in sections[1:] if s.type in ("yolo", "Gaussian_yolo")]
+        if not heads:
+            raise DarkcspError("--anchors: the cfg has no [yolo] layer")
+        net = parse_net(sections[0])
+        data = None
+        if anchors.strip().lower() == "auto":
+            from darkcsp.evaluate.anchors import calc_anchors
+            data = open_data(self.config.data, classes=None, valid=self.config.valid,
+                             synthetic=self.synthetic)
+            wh = [data.train.labels(i)[:, 3:5] for i in range(len(data.train))]
+            boxes = np.concatenate(wh) if wh else np.zeros((0, 2), np.float32)
+            num = int(heads[0].get("num") or 1)
+            result = calc_anchors(boxes, num, int(net.width), int(net.height), seed=self.seed)
+            values = [round(float(v), 1) for v in result.anchors.reshape(-1)]
+            if self.is_main:
+                LOG.info("anchors (calc_anchors on %d boxes, avg IoU %.3f): %s", len(boxes),
+                         result.avg_iou, ", ".join(f"{values[i]:g},{values[i + 1]:g}"
+                                                   for i in range(0, len(values), 2)))
+        else:
+            try:
+                values = [float(v) for v in anchors.replace(" ", "").split(",") if v]
+            except ValueError:
+                raise DarkcspError(f"--anchors {anchors!r}: 'auto' or numbers w,h,...") from None
+            if not values or len(values) % 2:
+                raise DarkcspError(f"--anchors {anchors!r}: needs w,h pairs")
+        for head in heads:
+            head.set("anchors", values)
+            head.set("num", len(values) // 2)
+        return data
 
     def _loader(self) -> Iterator:
         net = self.model.net
