@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from darkcsp.config.reader import Section
-from darkcsp.errors import CfgError
 from darkcsp.layers.registry import NETWORK_INPUT, Shape, layer_type
 
 TARGETS = ("darknet", "opencv")
@@ -147,15 +146,3 @@ def lower_into(builder: Any, sections: Sequence[Section], target: str = "darknet
         if lowering.next_index == start:
             raise section.error("this dialect section produced no layers")
         lowering.outputs.append(lowering.next_index - 1)
-
-
-def lower_sections(sections: Sequence[Section], target: str = "darknet") -> list[Section]:
-    """The primitive sections (``[net]`` first) for a dialect or plain cfg."""
-    from darkcsp.graph import build_graph
-    return build_graph(sections, target).sections
-
-
-def check_target(target: str) -> str:
-    if target not in TARGETS:
-        raise CfgError(f"unknown target {target!r}; use one of {', '.join(TARGETS)}")
-    return target

@@ -91,6 +91,24 @@ class Conv(DarknetModule):
         self.conv, self.bn = fused, None
 
 
+def conv_output_size(node: Node, size: int, stride: tuple[int, int], padding: int,
+                     dilation: int) -> tuple[int, int]:
+    """(out_h, out_w) by Darknet's formula, which ignores dilation; a geometry where the real
+    dilated convolution would give another size is rejected (Darknet's output is garbage)."""
+    inp = node.in_shape
+    stride_y, stride_x = stride
+    out_h = (inp.h + 2 * padding - size) // stride_y + 1
+    out_w = (inp.w + 2 * padding - size) // stride_x + 1
+    span = dilation * (size - 1) + 1
+    true_h = (inp.h + 2 * padding * dilation - span) // stride_y + 1
+    true_w = (inp.w + 2 * padding * dilation - span) // stride_x + 1
+    if (true_w, true_h) != (out_w, out_h):
+        raise node.error(f"dilation={dilation} with padding={padding}: Darknet sizes the "
+                         f"output {out_w}x{out_h} but computes {true_w}x{true_h} (its output "
+                         "is garbage); use pad=1", "dilation")
+    return out_h, out_w
+
+
 def conv_geometry(opts: OptionValues) -> tuple[int, int, int, int]:
     """(stride_x, stride_y, padding, dilation) as parse_convolutional derives them."""
     stride_x = opts.stride_x if opts.stride_x >= 1 else opts.stride
@@ -150,15 +168,7 @@ class Convolutional(LayerType):
             raise node.error(f"filters={opts.filters} is not divisible by groups={opts.groups}",
                              "filters")
         stride_x, stride_y, padding, dilation = conv_geometry(opts)
-        out_w = (inp.w + 2 * padding - opts.size) // stride_x + 1
-        out_h = (inp.h + 2 * padding - opts.size) // stride_y + 1
-        span = dilation * (opts.size - 1) + 1
-        true_w = (inp.w + 2 * padding * dilation - span) // stride_x + 1
-        true_h = (inp.h + 2 * padding * dilation - span) // stride_y + 1
-        if (true_w, true_h) != (out_w, out_h):
-            raise node.error(f"dilation={dilation} with padding={padding}: Darknet sizes the "
-                             f"output {out_w}x{out_h} but computes {true_w}x{true_h} (its output "
-                             "is garbage); use pad=1", "dilation")
+        out_h, out_w = conv_output_size(node, opts.size, (stride_y, stride_x), padding, dilation)
         if out_w < 1 or out_h < 1:
             raise node.error(f"a {opts.size}x{opts.size} kernel does not fit the {inp.w}x{inp.h} "
                              "input", "size")

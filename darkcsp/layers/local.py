@@ -23,7 +23,7 @@ from torch import nn
 
 from darkcsp.config.options import Option
 from darkcsp.layers.activations import ACTIVATIONS, activation_option
-from darkcsp.layers.conv import Conv
+from darkcsp.layers.conv import Conv, conv_output_size
 from darkcsp.layers.registry import (DarknetModule, LayerType, Node, Shape, WeightBlock,
                                      register)
 
@@ -151,15 +151,7 @@ class CrnnType(LayerType):
                                  f"groups={opts.groups}", "groups")
         padding = opts.size // 2 if opts.pad else opts.padding
         stride, dilation = opts.stride, opts.dilation
-        out_h = (inp.h + 2 * padding - opts.size) // stride + 1
-        out_w = (inp.w + 2 * padding - opts.size) // stride + 1
-        span = dilation * (opts.size - 1) + 1
-        true_h = (inp.h + 2 * padding * dilation - span) // stride + 1
-        true_w = (inp.w + 2 * padding * dilation - span) // stride + 1
-        if (true_w, true_h) != (out_w, out_h):
-            raise node.error(f"dilation={dilation} with padding={padding}: Darknet sizes the "
-                             f"output {out_w}x{out_h} but computes {true_w}x{true_h}; use pad=1",
-                             "dilation")
+        out_h, out_w = conv_output_size(node, opts.size, (stride, stride), padding, dilation)
         if (out_h, out_w) != (inp.h, inp.w):
             # make_crnn_layer asserts input_layer->outputs == output_layer->inputs (= h*w*hidden)
             raise node.error(f"size={opts.size}, stride={stride}, padding={padding} turn the "
