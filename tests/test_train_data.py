@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from darkcsp.train.augment import (AugmentParams, DarknetRandom, augment_one, mosaic,
+from darkcsp.train.augment import (AugmentParams, Augmented, DarknetRandom,
+                                   add_gaussian_noise, augment_one, blur_image, mixup, mosaic,
                                    multiscale_size, training_sample)
 from darkcsp.train.datasets import (DataReport, check_labels, image_to_label_path, open_data,
                                     read_label_file)
@@ -147,6 +148,88 @@ def test_mosaic_boxes_follow_pixels():
         image, truth = mosaic(parts, 96, 64, cut_x, cut_y, p)
         fractions += _white_fraction(image, truth)
     assert len(fractions) > 20 and min(fractions) > 0.75
+
+
+def test_mixup_blends_two_images_and_keeps_both_boxes():
+    """Darknet's mixup=1: 0.5/0.5 blend in float, the second image's boxes appended (to max)."""
+    first, second = np.zeros((32, 48, 3), np.uint8), np.zeros((32, 48, 3), np.uint8)
+    first[4:12, 4:20] = 255
+    second[16:28, 30:46] = 200
+    box_a = np.array([[12 / 48, 8 / 32, 16 / 48, 8 / 32, 0]], np.float32)
+    box_b = np.array([[38 / 48, 22 / 32, 16 / 48, 12 / 32, 1]], np.float32)
+    parts = [Augmented(img, box, 0, 0, 0, 0, False, 48, 32)
+             for img, box in ((first, box_a), (second, box_b))]
+    image, truth = mixup(*parts, AugmentParams())
+    assert float(image[0, 8, 10]) == pytest.approx(0.5)  # 255 / 255 / 2
+    assert float(image[0, 20, 40]) == pytest.approx(100 / 255)
+    assert float(image[0, 30, 2]) == 0.0
+    assert truth.tolist() == np.concatenate([box_a, box_b]).tolist()
+    assert len(mixup(*parts, AugmentParams(max_boxes=1))[1]) == 1
+
+    def load(i):
+        return (first, np.array([[0, 0.25, 0.25, 0.3, 0.3]], np.float32), "a") if i == 0 else \
+            (second, np.array([[1, 0.8, 0.7, 0.3, 0.3]], np.float32), "b")
+    p = AugmentParams(jitter=0.0, flip=False, mixup=True)
+    counts = [len(training_sample(load, 0, 2, 48, 32, p, [0, 0, k])[1]) for k in range(40)]
+    assert set(counts) == {1, 2} and 8 <= counts.count(2) <= 32  # about half are mixed
+
+
+def test_mixup_only_without_mosaic_and_cutmix():
+    from darkcsp.net import parse_net
+    from darkcsp.config.reader import read_cfg
+
+    def params(net_text: str) -> AugmentParams:
+        text = f"[net]\nwidth=32\nheight=32\nchannels=3\n{net_text}\n"
+        return AugmentParams.from_cfg(parse_net(read_cfg(text)[0]), None)
+    assert params("mixup=1").mixup
+    assert not params("mixup=1\nmosaic=1").mixup and params("mixup=1\nmosaic=1").mosaic
+    assert not params("mixup=1\ncutmix=1").mixup
+
+
+def _texture(h: int = 64, w: int = 96) -> np.ndarray:
+    return np.random.default_rng(3).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_blur_background_keeps_boxes_sharp():
+    img = _texture()
+    truth = np.array([[0.25, 0.5, 0.25, 0.5, 0]], np.float32)  # x 12..36, y 16..48
+    out = blur_image(img, truth, 1)
+    blurred = cv2.GaussianBlur(img, (17, 17), 0)
+    inside = np.zeros(img.shape[:2], bool)
+    inside[16:48, 12:36] = True
+    assert np.array_equal(out[inside], img[inside])
+    assert np.array_equal(out[~inside], blurred[~inside])
+    whole = blur_image(img, truth, 6)  # kernel 7 over everything
+    assert np.array_equal(whole, cv2.GaussianBlur(img, (7, 7), 0))
+
+
+def test_gaussian_noise_only_brightens_as_opencv_uint8_randn():
+    img = np.full((64, 64, 3), 100, np.uint8)
+    out = add_gaussian_noise(img, 20, DarknetRandom(0))
+    diff = out.astype(np.int32) - 100
+    assert diff.min() == 0 and 40 < diff.max() < 127
+    assert np.mean(diff) == pytest.approx(20 / np.sqrt(2 * np.pi), rel=0.1)  # half-normal
+    assert add_gaussian_noise(np.full((8, 8, 3), 250, np.uint8), 20,
+                              DarknetRandom(0)).max() == 255  # saturates
+
+
+def test_blur_is_capped_by_the_smallest_box():
+    """blur > 1 drops to 1/8 of the smallest box side (in net pixels), as Darknet."""
+    img = _texture(160, 200)
+    labels = np.array([[0, 0.5, 0.5, 0.1, 0.1]], np.float32)  # 10 px at 100x100: cap 1
+    p = AugmentParams(jitter=0.0, flip=False, blur=15)
+    plain = augment_one(img, labels, 100, 100, AugmentParams(jitter=0.0, flip=False),
+                        DarknetRandom(0))
+    kinds = set()
+    for seed in range(12):
+        aug = augment_one(img, labels, 100, 100, p, DarknetRandom(seed))
+        if np.array_equal(aug.image, plain.image):
+            kinds.add("none")
+        elif np.array_equal(aug.image, blur_image(plain.image, plain.truth, 1)):
+            kinds.add("background or capped")
+        else:
+            kinds.add("other")
+    assert kinds == {"none", "background or capped"}
 
 
 def test_hsv_and_training_sample_are_deterministic():

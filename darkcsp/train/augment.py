@@ -24,11 +24,16 @@ Implemented as in ``data.c``/``image_opencv.cpp``:
   ``round(r*size/step + 1)*step`` with ``r = rand_scale(1.4 or random)``, the largest size in
   the first 10 and the last 100 iterations (``resize_step`` of ``[net]``).
 
-Simplified: Darknet draws "mosaic or not" once per loaded batch, here once per image (same
-1/2 rate); the multi-scale blocks are counted from iteration 0 (so that a resumed run uses the
-same sizes as an uninterrupted one, Darknet restarts its counter). Not implemented:
-``mixup=1``, ``cutmix`` (Darknet ignores it for detectors too), ``blur``, ``gaussian_noise``,
-``track``/contrastive sequences, ``dynamic_minibatch``.
+* mixup (``mixup=1``, only without mosaic and cutmix, as Darknet's parser decides): two
+  independently augmented images blended 0.5/0.5, boxes of both;
+* ``blur`` (per image: none, the background only, or the whole image with the cfg's kernel,
+  capped at 1/8 of the smallest box) and ``gaussian_noise`` (per image with probability 1/2;
+  OpenCV's uint8 ``randn`` keeps only the positive half).
+
+Simplified: Darknet draws "mosaic or not" (and "mixup or not") once per loaded batch, here
+once per image (same 1/2 rate); the multi-scale blocks are counted from iteration 0 (so that a resumed run uses the
+same sizes as an uninterrupted one, Darknet restarts its counter). Not implemented
+(the trainer warns): ``track``/contrastive sequences, ``dynamic_minibatch``; ``cutmix`` alone is ignored for detectors, as Darknet does.
 """
 from __future__ import annotations
 
@@ -95,6 +100,9 @@ class AugmentParams:
     saturation: float = 1.0
     exposure: float = 1.0
     mosaic: bool = False
+    mixup: bool = False
+    blur: int = 0
+    gaussian_noise: int = 0
     mosaic_bound: bool = False
     letter_box: bool = False
     max_boxes: int = 200
@@ -108,6 +116,8 @@ class AugmentParams:
         return cls(jitter=float(h.get("jitter", 0.2)), resize=float(h.get("resize", 1.0)),
                    flip=bool(net.flip), hue=float(net.hue), saturation=float(net.saturation),
                    exposure=float(net.exposure), mosaic=bool(net.mosaic),
+                   mixup=bool(net.mixup) and not net.mosaic and not net.cutmix,
+                   blur=int(net.blur), gaussian_noise=int(net.gaussian_noise),
                    mosaic_bound=bool(net.mosaic_bound), letter_box=bool(net.letter_box),
                    max_boxes=int(h.get("max", 200)), random=float(h.get("random", 0.0)),
                    resize_step=int(net.resize_step) or 32, channels=int(net.channels))
@@ -234,6 +244,10 @@ def augment_one(img: np.ndarray, labels: np.ndarray, w: int, h: int, p: AugmentP
     dhue = rng.uniform(-p.hue, p.hue)
     dsat = rng.rand_scale(p.saturation)
     dexp = rng.rand_scale(p.exposure)
+    blur = 0
+    if p.blur:  # 0: none, 1: the background only, 2: the cfg's blur
+        blur = (0, 1, p.blur)[rng.rand_int(0, 2)]
+    noise = p.gaussian_noise if p.gaussian_noise and rng.rand_int(0, 1) == 1 else 0
 
     pleft = c_int(precalc(-dw, dw, r1))
     pright = c_int(precalc(-dw, dw, r2))
@@ -281,7 +295,40 @@ def augment_one(img: np.ndarray, labels: np.ndarray, w: int, h: int, p: AugmentP
     if flip:
         sized = np.ascontiguousarray(sized[:, ::-1])
     sized = hsv_adjust(sized, dhue, dsat, dexp)
+    if blur > 1 and len(truth):  # no blur that would wipe out the smallest object
+        blur = min(blur, int(min(truth[:, 2].min() * w, truth[:, 3].min() * h)) // 8)
+    elif blur > 1:
+        blur = 0
+    if blur:
+        sized = blur_image(sized, truth, blur)
+    if noise:
+        sized = add_gaussian_noise(sized, noise, rng)
     return Augmented(sized, truth, pleft, pright, ptop, pbot, flip, ow, oh)
+
+
+def blur_image(img: np.ndarray, truth: np.ndarray, blur: int) -> np.ndarray:
+    """Darknet's ``blur``: 1 blurs the background (17x17 Gaussian) and keeps every truth box
+    sharp; n > 1 blurs the whole image with a (n/2*2+1)-pixel kernel."""
+    ksize = 17 if blur == 1 else (blur // 2) * 2 + 1
+    out = cv2.GaussianBlur(img, (ksize, ksize), 0)
+    out = out if out.ndim == 3 else out[..., None]
+    if blur == 1:
+        h, w = img.shape[:2]
+        for x, y, bw, bh in truth[:, :4].astype(np.float64):
+            left, top = c_int((x - bw / 2) * w), c_int((y - bh / 2) * h)
+            x0, y0 = max(left, 0), max(top, 0)
+            x1, y1 = min(left + c_int(bw * w), w), min(top + c_int(bh * h), h)
+            if x1 > x0 and y1 > y0:
+                out[y0:y1, x0:x1] = img[y0:y1, x0:x1]
+    return out
+
+
+def add_gaussian_noise(img: np.ndarray, sigma: int, rng: DarknetRandom) -> np.ndarray:
+    """Darknet's ``gaussian_noise``: ``cv::randn`` into a uint8 image saturates the negative
+    half to 0, so the noise only brightens; added with saturation."""
+    sigma = min(max(sigma, 0), 127)
+    noise = np.clip(np.rint(rng.rng.normal(0.0, sigma, img.shape)), 0, 255)
+    return np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)
 
 
 def mosaic(parts: list[Augmented], w: int, h: int, cut_x: int, cut_y: int,
@@ -349,6 +396,16 @@ def mosaic(parts: list[Augmented], w: int, h: int, cut_x: int, cut_y: int,
     return out, truth
 
 
+def mixup(first: Augmented, second: Augmented, p: AugmentParams
+          ) -> tuple[torch.Tensor, np.ndarray]:
+    """Darknet's ``mixup=1`` (``use_mixup == 1``): the two independently augmented images
+    blended 0.5/0.5 in float (``blend_images_cv``), the second's boxes appended after the
+    first's up to ``max`` (``blend_truth``)."""
+    image = (to_tensor(first.image) + to_tensor(second.image)) * 0.5
+    truth = np.concatenate([first.truth, second.truth])[:p.max_boxes]
+    return image, truth
+
+
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     """uint8 (H, W, C) -> float32 (C, H, W) in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255)
@@ -383,6 +440,9 @@ def training_sample(load, index: int, count: int, w: int, h: int, p: AugmentPara
     if not use_mosaic:
         img, labels = fetch(index)
         aug = augment_one(img, labels, w, h, p, rng)
+        if p.mixup and rng.coin():
+            return (*mixup(aug, augment_one(*fetch(int(rng.rng.integers(count))), w, h, p, rng),
+                           p), bad)
         return to_tensor(aug.image), aug.truth, bad
     cut_x = rng.rand_int(c_int(w * 0.2), c_int(w * 0.8))
     cut_y = rng.rand_int(c_int(h * 0.2), c_int(h * 0.8))
