@@ -155,10 +155,75 @@ def test_cli_registration_and_darknet_order():
     assert argv == ["train", "y.cfg", "--data", "obj.data", "--weights", "y.weights", "--clear"]
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    quick = config_from_args(parser.parse_args(["y.cfg"]))  # synthetic: a quick run
-    assert (quick.max_batches, quick.batch, quick.size, quick.burn_in) == (100, 16, 224, -1)
     full = config_from_args(parser.parse_args(argv[1:]))
     assert full.max_batches is None and full.data == "obj.data" and full.clear
+    assert full.overrides == () and full.learning_rate is None and full.anchors is None
+
+
+def test_quick_synthetic_run_defaults(tmp_path):
+    """No --data: the quick CPU run's settings, each replaceable by the user's own."""
+    from darkcsp.train.cli import add_arguments, config_from_args
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    cfg = str(REPO / "cfg" / "yolov3-tiny.cfg")
+    quick = config_from_args(parser.parse_args([cfg]))
+    assert (quick.max_batches, quick.batch, quick.subdivisions, quick.size, quick.burn_in,
+            quick.learning_rate, quick.anchors) == (800, 8, 1, 128, -1, 0.002, "auto")
+    assert quick.overrides == ("net.adam=1", "net.mosaic=0", "yolo.random=0",
+                               "net.steps=640,720", "net.scales=.1,.1")
+    mine = config_from_args(parser.parse_args([cfg, "--set", "net.adam=0", "--lr", "0.01",
+                                               "--anchors", "cfg", "--max-batches", "50"]))
+    assert (mine.learning_rate, mine.anchors, mine.max_batches) == (0.01, "cfg", 50)
+    assert mine.overrides == ("net.mosaic=0", "yolo.random=0", "net.steps=40,45",
+                              "net.scales=.1,.1", "net.adam=0")
+    classifier = tmp_path / "cls.cfg"
+    classifier.write_text("[net]\nwidth=32\nheight=32\nchannels=3\n[convolutional]\n"
+                          "filters=4\nsize=3\nactivation=leaky\n[avgpool]\n[softmax]\n")
+    plain = config_from_args(parser.parse_args([str(classifier)]))  # needs --data anyway
+    assert plain.max_batches is None and plain.overrides == () and plain.anchors is None
+
+
+def test_set_overrides_reach_the_model(tmp_path):
+    trainer = Trainer(config(tmp_path, "set", max_batches=1, map_every=10 ** 9,
+                             overrides=("net.adam=1", "yolo.ignore_thresh=0.5",
+                                        "net.learning_rate=0.0005")))
+    trainer.run()
+    assert isinstance(trainer.optimizer, torch.optim.Adam)
+    assert all(spec.ignore_thresh == 0.5 for spec in trainer.loss_fn.specs)
+    assert trainer.model.net.learning_rate == pytest.approx(0.0005)
+    assert "ignore_thresh=0.5" in trainer.cfg_text
+
+
+@pytest.mark.parametrize("item, message", [
+    ("net.adam", "expected SECTION.KEY=VALUE"),
+    ("adam=1", "expected SECTION.KEY=VALUE"),
+    ("net.=1", "expected SECTION.KEY=VALUE"),
+    ("region.classes=3", "the cfg has no [region] section"),
+])
+def test_set_rejects_bad_items(tmp_path, item, message):
+    from darkcsp.errors import DarkcspError
+
+    with pytest.raises(DarkcspError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        Trainer(config(tmp_path, "bad", max_batches=1, overrides=(item,))).run()
+
+
+def test_set_value_errors_name_the_option(tmp_path):
+    from darkcsp.errors import CfgError
+
+    with pytest.raises(CfgError, match="ignore_thresh"):
+        Trainer(config(tmp_path, "badvalue", max_batches=1,
+                       overrides=("yolo.ignore_thresh=lots",))).run()
+
+
+def test_default_workers_leave_cpu_cores_to_torch(monkeypatch):
+    from darkcsp.train.stream import default_workers
+
+    for cores, cpu, cuda in ((2, 0, 2), (4, 2, 4), (16, 4, 4), (1, 0, 1)):
+        monkeypatch.setattr(os, "cpu_count", lambda: cores)
+        assert default_workers(torch.device("cpu")) == cpu
+        assert default_workers(torch.device("cuda")) == cuda
 
 
 def test_simple_map_agrees_with_darkcsp_evaluate(tmp_path):
@@ -199,6 +264,10 @@ def test_anchors_auto_and_learning_rate_override(tmp_path):
         for anchor in head.anchors:
             assert tuple(round(float(v), 1) for v in anchor) in used
     assert "anchors=" in trainer.cfg_text
+    written = Darknet(str(tmp_path / "anchors" / "tiny.cfg"))  # the cfg as trained, on disk
+    assert [list(h.anchors) for h in written.layers if isinstance(h, YoloHead)] == \
+        [list(h.anchors) for h in heads]
+    written.load_weights(tmp_path / "anchors" / "backup" / "tiny_final.weights")
 
 
 def test_anchors_list_and_cli_options(tmp_path):
@@ -207,7 +276,8 @@ def test_anchors_list_and_cli_options(tmp_path):
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args(["x.cfg", "--anchors", "auto", "--lr", "0.01", "--threads", "2"])
+    args = parser.parse_args(["x.cfg", "--data", "x.data", "--anchors", "auto", "--lr", "0.01",
+                              "--threads", "2"])
     c = config_from_args(args)
     assert c.anchors == "auto" and c.learning_rate == 0.01 and args.threads == 2
     trainer = Trainer(config(tmp_path, "list", max_batches=1, map_every=10 ** 9,

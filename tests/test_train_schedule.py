@@ -143,3 +143,19 @@ def test_darknet_ema_starts_half_way_and_is_applied_1000_before_the_end():
     ema.step(2001)  # and are no longer updated
     slot = next(i for i, p in enumerate(ema.params) if p is conv.weight)
     assert torch.all(ema.shadow[slot] == 2.0)
+
+
+def test_schedule_warnings_name_what_the_run_will_not_do():
+    from darkcsp.train.settings import schedule_warnings
+
+    assert schedule_warnings(net(max_batches=100, policy="steps", steps="80,90",
+                                 scales=".1,.1"), True) == []
+    beyond = schedule_warnings(net(max_batches=100, policy="steps", steps="400000,450000",
+                                   scales=".1,.1"), True)
+    assert len(beyond) == 1 and "never steps down" in beyond[0] and "100" in beyond[0]
+    assert ["track=1" in w for w in schedule_warnings(net(max_batches=9, track=1), True)] == [
+        True]
+    assert any("cutmix" in w for w in schedule_warnings(net(max_batches=9, cutmix=1), True))
+    assert schedule_warnings(net(max_batches=9, cutmix=1, mosaic=1), True) == []
+    classifier = schedule_warnings(net(max_batches=9, mixup=1), False)
+    assert len(classifier) == 1 and "mixup=1 is not implemented for classifiers" in classifier[0]

@@ -1,9 +1,13 @@
 """Train a cfg with its own [net] schedule and [yolo] losses, as ``darknet detector train``.
 
-Without --data it trains on the embedded synthetic shapes dataset; a quick run then (unless
-given explicitly) uses max_batches 100, batch 16 (subdivisions 1), input 224 and
-burn_in <= max_batches/10, so that it finishes in minutes on a CPU. Launch with torchrun for
-multi-process (DDP) training.
+Without --data it trains on the embedded synthetic shapes dataset, and unless given
+explicitly a quick CPU run replaces the cfg's COCO schedule (500k iterations of SGD): 800
+iterations of batch 8 at 128 x 128, Adam at learning_rate 0.002, burn_in <= max_batches/10,
+steps at 80 % and 90 % of max_batches (as Darknet advises for custom training), no mosaic (it
+halves objects that are already small at 128), no multi-scale, and anchors from the synthetic
+labels. Measured on a 2-core CPU with csppeleenet-efm, 800 iterations (about 4 minutes):
+mAP@0.5 0.69 with Adam at 0.002, 0.53 at 0.001, 0.19 with SGD at 0.01. Launch with torchrun
+for multi-process (DDP) training.
 """
 from __future__ import annotations
 
@@ -15,7 +19,10 @@ from typing import Sequence
 
 from darkcsp.errors import DarkcspError
 
-QUICK = {"max_batches": 100, "batch": 16, "subdivisions": 1, "size": 224}
+QUICK = {"max_batches": 800, "batch": 8, "subdivisions": 1, "size": 128,
+         "learning_rate": 0.002, "anchors": "auto"}
+QUICK_SETTINGS = ("net.adam=1", "net.mosaic=0")
+HEADS = ("yolo", "Gaussian_yolo")  # whose multi-scale ``random`` the quick run turns off
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,15 +44,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learning-rate", "--lr", type=float, dest="learning_rate",
                         help="override [net] learning_rate")
     parser.add_argument("--anchors", help="override every [yolo] anchors: 'auto' (k-means "
-                        "on the training labels, as calc_anchors, at the network size) or "
-                        "w,h, w,h, ... in input pixels")
+                        "on the training labels, as calc_anchors, at the network size), "
+                        "w,h, w,h, ... in input pixels, or 'cfg' (keep the cfg's; the quick "
+                        "synthetic run's default is auto)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        dest="settings", help="set a cfg option in every [SECTION] (net: "
+                        "the [net] section), e.g. --set net.adam=1 --set yolo.random=0; "
+                        "repeatable")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", help="cpu, cuda, cuda:N or N (default: cuda if available)")
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
                         help="continue from OUT/last.pt (or CKPT) exactly where it stopped")
     parser.add_argument("--out", help="output folder (default runs/train/<cfg name>)")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                        help="data loader processes (0: load in the main process)")
+    parser.add_argument("--workers", type=int, help="data loader processes (0: load in "
+                        "the main process; default: up to 4 on CUDA, the cores beyond two on "
+                        "a CPU run)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--map-every", type=int, help="mAP@0.5 every N iterations (default: "
                         "every 4 epochs, at least 100, as Darknet's -map)")
@@ -69,20 +82,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--synthetic-size", type=int, default=256, help="synthetic image size")
 
 
+def _head_types(cfg: str) -> list[str]:
+    """The detection-head section types in ``cfg`` whose quick defaults apply (a classifier
+    cfg gets none: it needs --data anyway)."""
+    from darkcsp.config.reader import read_cfg
+    present = {section.type for section in read_cfg(cfg)[1:]}
+    return [head for head in HEADS if head in present]
+
+
 def config_from_args(args: argparse.Namespace):
     """A :class:`TrainConfig` from parsed arguments (quick defaults for synthetic data)."""
     from darkcsp.train.synthetic import SyntheticSpec
     from darkcsp.train.trainer import TrainConfig
 
     values = {"max_batches": args.max_batches, "batch": args.batch,
-              "subdivisions": args.subdivisions, "size": args.size}
+              "subdivisions": args.subdivisions, "size": args.size,
+              "learning_rate": args.learning_rate, "anchors": args.anchors}
     burn_in = args.burn_in
-    if args.data is None and not args.resume:
+    settings = list(args.settings)
+    heads = _head_types(args.cfg) if args.data is None and not args.resume else []
+    if heads:
         for key, default in QUICK.items():
             if values[key] is None:
                 values[key] = default
         if burn_in is None:
             burn_in = -1  # marker: min(cfg burn_in, max_batches // 10)
+        end = int(values["max_batches"])  # Darknet's advice: steps at 80 % and 90 %
+        quick = list(QUICK_SETTINGS) + [f"{head}.random=0" for head in heads] + [
+            f"net.steps={max(1, int(end * 0.8))},{max(2, int(end * 0.9))}", "net.scales=.1,.1"]
+        given = {item.partition("=")[0].strip() for item in settings}
+        settings = [item for item in quick if item.partition("=")[0] not in given] + settings
     return TrainConfig(
         cfg=args.cfg, data=args.data, valid=args.valid, weights=args.weights,
         cutoff=args.cutoff, clear=args.clear, max_batches=values["max_batches"],
@@ -95,7 +124,8 @@ def config_from_args(args: argparse.Namespace):
                                 size=args.synthetic_size, classes=args.synthetic_classes,
                                 seed=args.seed),
         progress=not args.no_progress, amp=False if args.no_amp else None,
-        anchors=args.anchors, learning_rate=args.learning_rate)
+        anchors=values["anchors"], learning_rate=values["learning_rate"],
+        overrides=tuple(settings))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,7 +12,8 @@ Why it looks like this:
 * files are written atomically by rank 0 only: ``last.pt``/``best.pt`` (model, optimizer,
   EMA, iteration, seen, history), ``backup/<name>_last.weights`` (``_best``, ``_final``,
   ``_ema``) with ``seen = iteration * batch`` in the header as Darknet writes it, and
-  ``chart.png`` (loss and mAP over iterations);
+  ``chart.png`` (loss and mAP over iterations), and ``<name>.cfg``, the cfg as trained (the
+  one that goes with those ``.weights``);
 * Ctrl-C saves ``last.pt`` and the ``_last.weights`` before leaving;
 * CUDA gets AMP (fp16 autocast + GradScaler) and channels_last; CPU runs plain fp32;
 * ``torchrun`` (``WORLD_SIZE`` > 1) gives DistributedDataParallel with gloo on CPU or nccl on
@@ -38,12 +39,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from darkcsp.errors import DarkcspError
 from darkcsp.graph import Darknet
 from darkcsp.layers.heads import YoloHead
-from darkcsp.train.augment import AugmentParams, multiscale_size, training_sample
+from darkcsp.train.augment import AugmentParams, multiscale_size
 from darkcsp.train.classify import (AccuracyEvaluator, ClassifierDataset, SoftmaxLoss,
                                     collate_classes, open_classifier_data)
 from darkcsp.train.datasets import DataReport, DataSpec, open_data
@@ -51,6 +52,8 @@ from darkcsp.train.ema import DarknetEMA
 from darkcsp.train.loss import YoloLoss
 from darkcsp.train.metrics import Evaluator, MapEvaluator, darknet_evaluator
 from darkcsp.train.schedule import darknet_rate, make_optimizer, set_rate
+from darkcsp.train.settings import cfg_sections, schedule_warnings
+from darkcsp.train.stream import StreamBatchSampler, TrainDataset, collate, default_workers
 from darkcsp.train.synthetic import SyntheticSpec
 from darkcsp.weights import atomic_write
 
@@ -75,7 +78,7 @@ class TrainConfig:
     out: str | None = None
     device: str | None = None
     resume: str | bool = False
-    workers: int = 0
+    workers: int | None = None  # None: see default_workers()
     seed: int = 0
     map_every: int | None = None
     save_every: int = 100
@@ -88,6 +91,7 @@ class TrainConfig:
     amp: bool | None = None  # None: on with CUDA
     anchors: str | None = None  # "auto": k-means (calc_anchors) on the training labels
     learning_rate: float | None = None  # override [net] learning_rate
+    overrides: tuple[str, ...] = ()  # "section.key=value": set key in every [section]
 
 
 @dataclass
@@ -104,72 +108,6 @@ class TrainResult:
     out: Path
     report: DataReport
     stopped: str = "done"
-
-
-# -- data -------------------------------------------------------------------------------------
-
-class StreamBatchSampler:
-    """An endless stream of mini-batches of sample keys ``(index, w, h, position)``.
-
-    Position p of this rank's stream is image ``p % L`` of epoch ``p // L`` of a
-    :class:`DistributedSampler` (L images per rank), so any starting iteration can be resumed.
-    """
-
-    def __init__(self, count: int, mini_batch: int, batch: int, start_iteration: int,
-                 seed: int, world: int, rank: int,
-                 size_of: Callable[[int], tuple[int, int]]) -> None:
-        self.sampler = DistributedSampler(range(count), num_replicas=world, rank=rank,
-                                          shuffle=True, seed=seed, drop_last=False)
-        self.mini, self.batch = mini_batch, batch
-        self.start = start_iteration * batch
-        self.size_of = size_of
-        self._epoch = -1
-        self._order: list[int] = []
-
-    def index(self, position: int) -> int:
-        length = len(self.sampler)
-        epoch, offset = divmod(position, length)
-        if epoch != self._epoch:
-            self.sampler.set_epoch(epoch)
-            self._order = list(iter(self.sampler))
-            self._epoch = epoch
-        return self._order[offset]
-
-    def __iter__(self) -> Iterator[list[tuple[int, int, int, int]]]:
-        position = self.start
-        while True:
-            w, h = self.size_of(position // self.batch)
-            yield [(self.index(p), w, h, p) for p in range(position, position + self.mini)]
-            position += self.mini
-
-
-class TrainDataset(Dataset):
-    """Sample keys -> augmented (image tensor, truth rows, unreadable file names)."""
-
-    def __init__(self, source, params: AugmentParams, seed: int, rank: int) -> None:
-        self.source, self.params, self.seed, self.rank = source, params, seed, rank
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def _load(self, i: int) -> tuple[np.ndarray | None, np.ndarray, str]:
-        return self.source.image(i), self.source.labels(i), self.source.name(i)
-
-    def __getitem__(self, key: tuple[int, int, int, int]):
-        index, w, h, position = key
-        return training_sample(self._load, index, len(self.source), w, h, self.params,
-                               [self.seed, self.rank, position])
-
-
-def collate(items) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Stack images; pad truths to (B, T, 5) with zero rows (x = 0 ends a list, as Darknet)."""
-    images = torch.stack([it[0] for it in items])
-    most = max(1, max(len(it[1]) for it in items))
-    truth = torch.zeros(len(items), most, 5)
-    for n, it in enumerate(items):
-        if len(it[1]):
-            truth[n, :len(it[1])] = torch.from_numpy(it[1])
-    return images, truth, [name for it in items for name in it[2]]
 
 
 # -- model helpers ----------------------------------------------------------------------------
@@ -230,16 +168,6 @@ def resolve_device(name: str | None, local_rank: int) -> torch.device:
     return device
 
 
-def _with_net(cfg: str, **changes: int) -> list:
-    """The cfg's sections with some [net] keys replaced (batch, size...)."""
-    from darkcsp.config.reader import read_cfg
-    sections = read_cfg(cfg)
-    for key, value in changes.items():
-        if value is not None:
-            sections[0].set(key, value)
-    return sections
-
-
 # -- the trainer ------------------------------------------------------------------------------
 
 class Trainer:
@@ -288,19 +216,20 @@ class Trainer:
         torch.manual_seed(self.seed)
         self._early_data = None
         if self.checkpoint is None:
-            burn_in = c.burn_in
-            if burn_in == -1:
-                probe = _with_net(c.cfg, max_batches=c.max_batches)
+            sections = cfg_sections(c.cfg, c.overrides, batch=batch,
+                                    subdivisions=subdivisions, width=size, height=size,
+                                    max_batches=c.max_batches,
+                                    burn_in=c.burn_in if c.burn_in != -1 else None,
+                                    learning_rate=c.learning_rate)
+            if c.burn_in == -1:  # a short run: at most a tenth of it warms up
                 from darkcsp.net import parse_net
-                probe_net = parse_net(probe[0])
-                burn_in = min(probe_net.burn_in, probe_net.max_batches // 10)
-            sections = _with_net(c.cfg, batch=batch, subdivisions=subdivisions, width=size,
-                                 height=size, max_batches=c.max_batches, burn_in=burn_in,
-                                 learning_rate=c.learning_rate)
-            if c.anchors:
+                probe_net = parse_net(sections[0])
+                sections[0].set("burn_in", min(probe_net.burn_in,
+                                               probe_net.max_batches // 10))
+            if c.anchors and c.anchors.strip().lower() != "cfg":
                 self._early_data = self._set_anchors(sections, c.anchors)
         else:  # the checkpoint's cfg already carries the run's batch, size, max_batches
-            sections = _with_net(self.checkpoint["cfg_text"], max_batches=c.max_batches)
+            sections = cfg_sections(self.checkpoint["cfg_text"], max_batches=c.max_batches)
         self.model = Darknet(sections)
         net = self.model.net
         if net.max_batches <= 0:
@@ -323,6 +252,9 @@ class Trainer:
             self.loss_fn = SoftmaxLoss(self.model)
             self.params = AugmentParams.from_cfg(net, None)
         self.metric = "mAP@0.5" if self.detector else "top-1"
+        if self.is_main:
+            for warning in schedule_warnings(net, self.detector):
+                LOG.warning("%s", warning)
 
         self.seen = 0
         if self.checkpoint is None:
@@ -461,7 +393,10 @@ class Trainer:
 
         sampler = StreamBatchSampler(len(dataset), self.mini, self.batch, self.iteration,
                                      self.seed, self.world, self.rank, size_of)
-        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=self.config.workers,
+        workers = self.config.workers
+        if workers is None:
+            workers = default_workers(self.device)
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
                             collate_fn=collate_fn, pin_memory=self.cuda,
                             persistent_workers=False)
         return iter(loader)
@@ -476,6 +411,9 @@ class Trainer:
                      "%d, on %s%s", self.name, net.width, net.height, self.batch,
                      self.subdivisions, self.mini, net.max_batches, self.iteration,
                      self.device, f" x {self.world} ranks" if self.distributed else "")
+            if c.overrides and self.checkpoint is None:
+                LOG.info("cfg settings changed: %s", ", ".join(c.overrides))
+            self._save_cfg()
         loader = self._loader()
         self.model.train()
         start_time = time.time()
@@ -605,6 +543,15 @@ class Trainer:
         if self.ema.initialized:
             with self.ema.swapped():
                 self._save_weights(self.backup / f"{self.name}_ema.weights")
+
+    def _save_cfg(self) -> None:
+        """OUT/<name>.cfg: the cfg as trained (sizes, anchors and --set values in place,
+        dialect lowered), the one that goes with the backup .weights."""
+        path = self.out / f"{self.name}.cfg"
+        if path.resolve() == Path(self.config.cfg).resolve():
+            LOG.warning("not writing %s over the cfg being trained", path)
+            return
+        atomic_write(path, self.cfg_text.encode("utf-8"))
 
     def _save_checkpoint(self, path: Path) -> None:
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),

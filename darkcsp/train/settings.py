@@ -1,0 +1,61 @@
+"""How a run's settings reach the cfg, and what the run will not do as the cfg says.
+
+``--set SECTION.KEY=VALUE`` and the [net] changes (batch, size, max_batches...) edit the cfg's
+sections before the graph is built, so every value is checked by the cfg's own option rules
+and the run's cfg (saved in checkpoints and ``.weights`` runs) says what was trained.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from darkcsp.config.reader import read_cfg
+from darkcsp.errors import DarkcspError
+
+
+def cfg_sections(cfg: str, overrides: Sequence[str] = (), **changes: object) -> list:
+    """The cfg's sections with ``overrides`` applied, then some [net] keys replaced (batch,
+    size...; ``None`` leaves a key as it is)."""
+    sections = read_cfg(cfg)
+    apply_overrides(sections, overrides)
+    for key, value in changes.items():
+        if value is not None:
+            sections[0].set(key, value)
+    return sections
+
+
+def apply_overrides(sections: list, overrides: Sequence[str]) -> None:
+    """Apply ``section.key=value`` settings (``--set``) to every section of that type
+    (``net`` is the first section, ``[net]`` or ``[network]``); values are checked when the
+    graph is built, with the cfg's own option rules."""
+    for item in overrides:
+        target, sep, value = item.partition("=")
+        kind, dot, key = target.strip().partition(".")
+        if not sep or not dot or not kind or not key.strip() or not value.strip():
+            raise DarkcspError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. net.adam=1 "
+                               "or yolo.random=0")
+        chosen = [sections[0]] if kind == "net" else [s for s in sections[1:] if s.type == kind]
+        if not chosen:
+            raise DarkcspError(f"--set {item!r}: the cfg has no [{kind}] section")
+        for section in chosen:
+            section.set(key.strip(), value.strip())
+
+
+UNSUPPORTED_NET = ("track", "dynamic_minibatch", "contrastive")
+
+
+def schedule_warnings(net, detector: bool) -> list[str]:
+    """What in ``[net]`` the run will not do as the cfg says: augmentations not implemented
+    here, cutmix on a detector (Darknet ignores it too), steps that lie beyond max_batches."""
+    found = [f"[net] {key}={getattr(net, key)} is not implemented; training without it"
+             for key in UNSUPPORTED_NET if getattr(net, key)]
+    if not detector:
+        found += [f"[net] {key}=1 is not implemented for classifiers; training without it"
+                  for key in ("mixup", "cutmix", "mosaic") if getattr(net, key)]
+    elif net.cutmix and not net.mosaic:
+        found.append("[net] cutmix=1 is for classifiers; Darknet ignores it for a detector, "
+                     "and so does darkcsp")
+    if net.policy == "steps" and net.steps and min(net.steps) >= net.max_batches:
+        found.append(f"[net] steps={','.join(str(v) for v in net.steps)} all lie beyond "
+                     f"max_batches {net.max_batches}: the learning rate never steps down "
+                     "(Darknet advises steps at 80 % and 90 % of max_batches)")
+    return found
