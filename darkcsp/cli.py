@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "lower": ("darkcsp.export:lower", "lower a dialect cfg to plain Darknet cfg"),
     "export": ("darkcsp.export:export", "write a dialect model as Darknet cfg + weights"),
     "map": ("darkcsp.evaluate.cli", "mAP with Darknet's rules and COCO metrics"),
+    "synthetic": ("darkcsp.train.synthetic", "write the embedded synthetic training set to disk"),
     "anchors": ("darkcsp.evaluate.anchors_cli", "anchors by IoU k-means (detector calc_anchors)"),
     "valid": ("darkcsp.evaluate.valid_cli", "classifier top-1/top-k (classifier valid)"),
 }

@@ -287,3 +287,22 @@ def test_class_ids_beyond_the_cfg_are_bad_labels(tmp_path):
     expected = sum(int((shapes.sample("train", i)[1][:, 0] == 2).sum()) for i in range(6))
     assert expected > 0 and (kept[:, 0] < 2).all()
     assert spec.report.counts["bad_class_id"] >= expected
+
+
+def test_synthetic_command_writes_the_training_runs_set(tmp_path, capsys):
+    """``darkcsp synthetic`` writes, pixel for pixel, what ``darkcsp train`` (no --data) sees."""
+    from darkcsp.cli import main
+
+    out = tmp_path / "syn"
+    assert main(["synthetic", str(out), "--train", "3", "--valid", "2", "--classes", "2",
+                 "--size", "64", "--seed", "4"]) == 0
+    assert capsys.readouterr().out.strip() == str(out / "obj.data")
+    spec = open_data(str(out / "obj.data"))
+    assert spec.names == ["circle", "square"] and len(spec.train) == 3 and len(spec.valid) == 2
+    reference = SyntheticShapes(SyntheticSpec(train=3, valid=2, size=64, classes=2, seed=4))
+    for split, source in (("train", spec.train), ("valid", spec.valid)):
+        for i in range(len(source)):
+            image, labels = reference.sample(split, i)
+            assert np.array_equal(source.image(i), image)
+            np.testing.assert_allclose(source.labels(i), labels, atol=1e-6)
+    assert main(["synthetic", str(out), "--classes", "9"]) == 2  # a clear error, no traceback

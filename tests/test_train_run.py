@@ -170,12 +170,15 @@ def test_quick_synthetic_run_defaults(tmp_path):
     cfg = str(REPO / "cfg" / "yolov3-tiny.cfg")
     quick = config_from_args(parser.parse_args([cfg]))
     assert (quick.max_batches, quick.batch, quick.subdivisions, quick.size, quick.burn_in,
-            quick.learning_rate, quick.anchors) == (800, 8, 1, 128, -1, 0.002, "auto")
+            quick.learning_rate, quick.anchors, quick.classes) == (800, 8, 1, 128, -1, 0.002,
+                                                                   "auto", "auto")
     assert quick.overrides == ("net.adam=1", "net.mosaic=0", "yolo.random=0",
                                "net.steps=640,720", "net.scales=.1,.1")
     mine = config_from_args(parser.parse_args([cfg, "--set", "net.adam=0", "--lr", "0.01",
-                                               "--anchors", "cfg", "--max-batches", "50"]))
-    assert (mine.learning_rate, mine.anchors, mine.max_batches) == (0.01, "cfg", 50)
+                                               "--anchors", "cfg", "--max-batches", "50",
+                                               "--classes", "7"]))
+    assert (mine.learning_rate, mine.anchors, mine.max_batches, mine.classes) == (0.01, "cfg",
+                                                                                 50, "7")
     assert mine.overrides == ("net.mosaic=0", "yolo.random=0", "net.steps=40,45",
                               "net.scales=.1,.1", "net.adam=0")
     classifier = tmp_path / "cls.cfg"
@@ -286,3 +289,52 @@ def test_anchors_list_and_cli_options(tmp_path):
     heads = [m for m in trainer.model.layers if m.__class__.__name__ == "YoloHead"]
     flat = {tuple(float(v) for v in a) for h in heads for a in h.anchors}
     assert flat <= {(5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)}
+
+
+def test_gaussian_yolo_heads_are_refused_not_skipped(tmp_path):
+    """A head without a loss would silently stay untrained: refuse the cfg instead."""
+    from darkcsp.errors import DarkcspError
+    from test_train_helpers import TINY_CFG_TEXT
+
+    head, tail = TINY_CFG_TEXT.rsplit("filters=24", 1)
+    text = head + "filters=36" + tail.replace("[yolo]", "[Gaussian_yolo]")
+    cfg = tmp_path / "gauss.cfg"
+    cfg.write_text(text)
+    Darknet(str(cfg))  # builds (inference is supported)
+    with pytest.raises(DarkcspError, match=r"layer \d+: \[Gaussian_yolo\] has no training loss"):
+        Trainer(config(tmp_path, "gauss", cfg=str(cfg), max_batches=1)).run()
+
+
+def test_classes_auto_fits_every_head_to_the_data(tmp_path):
+    spec = SyntheticSpec(train=16, valid=4, size=96, classes=2, seed=1)
+    trainer = Trainer(config(tmp_path, "classes", max_batches=1, map_every=10 ** 9,
+                             classes="auto", synthetic=spec))
+    trainer.run()
+    assert [s.classes for s in trainer.loss_fn.specs] == [2, 2]
+    for s in trainer.loss_fn.specs:  # the conv feeding each head: 3 anchors x (2 + 5)
+        assert trainer.model.nodes[s.index].in_shape.c == 21
+    written = Darknet(str(tmp_path / "classes" / "tiny.cfg"))
+    written.load_weights(tmp_path / "classes" / "backup" / "tiny_final.weights")
+    fixed = Trainer(config(tmp_path, "classes5", max_batches=1, map_every=10 ** 9, classes=5))
+    fixed._setup()
+    assert [s.classes for s in fixed.loss_fn.specs] == [5, 5]
+
+
+def test_set_classes_follows_darknets_recipe():
+    from darkcsp.config.reader import read_cfg
+    from darkcsp.errors import CfgError
+    from darkcsp.train.settings import set_classes
+
+    conv = "[convolutional]\nfilters=255\nsize=1\nactivation=linear\n"
+    text = ("[net]\nwidth=64\nheight=64\nchannels=3\n" + conv + "[yolo]\nmask=0,1,2\n"
+            "num=6\nclasses=80\n" + conv + "[Gaussian_yolo]\nmask=3,4,5\nnum=6\nclasses=80\n"
+            + conv + "[yolo]\nnum=5\nclasses=80\n")
+    sections = read_cfg(text)
+    set_classes(sections, 3)
+    assert [(s.type, s.get("filters") or s.get("classes")) for s in sections[1:]] == [
+        ("convolutional", "24"), ("yolo", "3"), ("convolutional", "36"),
+        ("Gaussian_yolo", "3"), ("convolutional", "40"), ("yolo", "3")]
+    routed = read_cfg("[net]\nwidth=64\nheight=64\nchannels=3\n" + conv +
+                      "[route]\nlayers=-1\n[yolo]\nclasses=80\n")
+    with pytest.raises(CfgError, match=r"\[yolo\] classes: --classes"):
+        set_classes(routed, 3)

@@ -41,7 +41,7 @@ Simplified or left out: a truth centred exactly on the right/bottom edge (x = 1)
 cell (Darknet indexes one past it); ties between exactly-zero deltas (a class probability of
 exactly 0) are not reproduced; the adversarial, ``equidistant_point`` and bad-label rejection
 branches, ``map=`` class remapping and the embedding/track outputs are not implemented;
-``[Gaussian_yolo]`` and ``[region]`` heads have no loss here.
+``[Gaussian_yolo]`` (refused with an error) and ``[region]`` heads have no loss here.
 """
 from __future__ import annotations
 
@@ -503,7 +503,10 @@ class YoloLoss:
         self.specs: list[YoloSpec] = []
         for index in model.output_indices:
             head = model.layers[index]
-            if isinstance(head, YoloHead) and not head.gaussian:
+            if isinstance(head, YoloHead) and head.gaussian:  # never train some heads only
+                raise DarkcspError(f"layer {index}: [Gaussian_yolo] has no training loss in "
+                                   "darkcsp (its inference is supported)")
+            if isinstance(head, YoloHead):
                 self.specs.append(YoloSpec.from_node(model.nodes[index], head))
         if not self.specs:
             raise DarkcspError("the cfg has no [yolo] layer: darkcsp train handles [yolo] "

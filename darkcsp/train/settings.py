@@ -1,8 +1,9 @@
 """How a run's settings reach the cfg, and what the run will not do as the cfg says.
 
-``--set SECTION.KEY=VALUE`` and the [net] changes (batch, size, max_batches...) edit the cfg's
-sections before the graph is built, so every value is checked by the cfg's own option rules
-and the run's cfg (saved in checkpoints and ``.weights`` runs) says what was trained.
+``--set SECTION.KEY=VALUE``, ``--classes`` and the [net] changes (batch, size,
+max_batches...) edit the cfg's sections before the graph is built, so every value is checked
+by the cfg's own option rules, and the run's cfg (in its checkpoints and as ``OUT/<name>.cfg``)
+says what was trained.
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def apply_overrides(sections: list, overrides: Sequence[str]) -> None:
         if not sep or not dot or not kind or not key.strip() or not value.strip():
             raise DarkcspError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. net.adam=1 "
                                "or yolo.random=0")
-        chosen = [sections[0]] if kind == "net" else [s for s in sections[1:] if s.type == kind]
+        chosen = [sections[0]] if kind in ("net", "network") else \
+            [s for s in sections[1:] if s.type == kind]
         if not chosen:
             raise DarkcspError(f"--set {item!r}: the cfg has no [{kind}] section")
         for section in chosen:
@@ -59,3 +61,29 @@ def schedule_warnings(net, detector: bool) -> list[str]:
                      f"max_batches {net.max_batches}: the learning rate never steps down "
                      "(Darknet advises steps at 80 % and 90 % of max_batches)")
     return found
+
+
+HEAD_COORDS = {"yolo": 4, "Gaussian_yolo": 8}  # box entries per anchor, before obj + classes
+
+
+def set_classes(sections: list, classes: int) -> None:
+    """Darknet's recipe for training a cfg on ``classes`` classes: ``classes=`` in every
+    ``[yolo]`` and ``filters = len(mask) * (classes + 5)`` (``+ 9`` for ``[Gaussian_yolo]``)
+    in the ``[convolutional]`` just before it, the layer that feeds it."""
+    heads = [k for k in range(1, len(sections)) if sections[k].type in HEAD_COORDS]
+    if not heads:
+        raise DarkcspError("--classes: the cfg has no [yolo] layer")
+    for k in heads:
+        head, feeder = sections[k], sections[k - 1]
+        if feeder.type != "convolutional":
+            raise head.error("--classes: the section before this head is not a "
+                             "[convolutional], so its filters cannot follow the classes",
+                             "classes")
+        mask = head.get("mask")
+        try:
+            anchors = len([v for v in mask.split(",") if v.strip()]) if mask else \
+                int(head.get("num") or 1)
+        except ValueError:
+            raise head.error("--classes: num is not an integer", "num") from None
+        head.set("classes", classes)
+        feeder.set("filters", anchors * (classes + HEAD_COORDS[head.type] + 1))

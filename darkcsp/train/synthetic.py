@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from darkcsp.errors import DarkcspError
+
 SHAPES = ("circle", "square", "triangle", "cross", "diamond")
 
 
@@ -24,8 +26,8 @@ SHAPES = ("circle", "square", "triangle", "cross", "diamond")
 class SyntheticSpec:
     """What to generate: counts, image size, number of shape classes (1..5) and the seed."""
 
-    train: int = 512
-    valid: int = 64
+    train: int = 1024  # ~200 MB cached at 256 px; enough variety for mAP@0.5 ~0.7 in 4 min
+    valid: int = 128
     size: int = 256
     classes: int = 3
     seed: int = 0
@@ -178,14 +180,16 @@ class SyntheticShapes:
             self._cache_left -= item[0].nbytes
         return item
 
-    def write(self, root: str | os.PathLike, ext: str = ".png") -> Path:
+    def write(self, root: str | os.PathLike, ext: str = ".png", progress: bool = False) -> Path:
         """Write a Darknet layout under ``root`` (images with their .txt labels beside them,
         train.txt, valid.txt, obj.names, obj.data); returns the .data path."""
+        from tqdm import tqdm
+
         root = Path(root)
         (root / "images").mkdir(parents=True, exist_ok=True)
         for split in ("train", "valid"):
             paths = []
-            for i in range(self.count(split)):
+            for i in tqdm(range(self.count(split)), desc=split, unit="img", disable=not progress):
                 img, labels = self.sample(split, i)
                 path = root / "images" / f"{split}_{i:05d}{ext}"
                 cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
@@ -202,3 +206,29 @@ class SyntheticShapes:
                         f"names = {root.resolve() / 'obj.names'}\n"
                         f"backup = {root.resolve() / 'backup'}\n", encoding="utf-8")
         return data
+
+
+# -- ``darkcsp synthetic``: the dataset on disk, e.g. for ``darkcsp map`` after a quick run ---
+
+def add_arguments(parser) -> None:
+    spec = SyntheticSpec()
+    parser.add_argument("out", help="folder for images/, train.txt, valid.txt, obj.names, "
+                        "obj.data")
+    parser.add_argument("--train", type=int, default=spec.train, help="training images")
+    parser.add_argument("--valid", type=int, default=spec.valid, help="held-out images")
+    parser.add_argument("--classes", type=int, default=spec.classes, help="1..5 shape classes")
+    parser.add_argument("--size", type=int, default=spec.size, help="image side in pixels")
+    parser.add_argument("--seed", type=int, default=spec.seed,
+                        help="the seed (darkcsp train --seed) that made the training run's set")
+    parser.add_argument("--ext", default=".png", help="image file extension")
+
+
+def run(args) -> int:
+    """Write the set that ``darkcsp train`` (no --data, same counts and seed) trains on."""
+    try:
+        spec = SyntheticSpec(train=args.train, valid=args.valid, size=args.size,
+                             classes=args.classes, seed=args.seed)
+    except ValueError as exc:
+        raise DarkcspError(str(exc)) from None
+    print(SyntheticShapes(spec).write(args.out, args.ext, progress=True))
+    return 0

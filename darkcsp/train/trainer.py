@@ -52,7 +52,7 @@ from darkcsp.train.ema import DarknetEMA
 from darkcsp.train.loss import YoloLoss
 from darkcsp.train.metrics import Evaluator, MapEvaluator, darknet_evaluator
 from darkcsp.train.schedule import darknet_rate, make_optimizer, set_rate
-from darkcsp.train.settings import cfg_sections, schedule_warnings
+from darkcsp.train.settings import cfg_sections, schedule_warnings, set_classes
 from darkcsp.train.stream import StreamBatchSampler, TrainDataset, collate, default_workers
 from darkcsp.train.synthetic import SyntheticSpec
 from darkcsp.weights import atomic_write
@@ -90,6 +90,7 @@ class TrainConfig:
     progress: bool = True
     amp: bool | None = None  # None: on with CUDA
     anchors: str | None = None  # "auto": k-means (calc_anchors) on the training labels
+    classes: str | int | None = None  # "auto": the data's class count, in every head
     learning_rate: float | None = None  # override [net] learning_rate
     overrides: tuple[str, ...] = ()  # "section.key=value": set key in every [section]
 
@@ -168,6 +169,16 @@ def resolve_device(name: str | None, local_rank: int) -> torch.device:
     return device
 
 
+def _positive_int(text: str, option: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise DarkcspError(f"{option} {text!r}: 'auto', 'cfg' or a class count >= 1")
+    return value
+
+
 # -- the trainer ------------------------------------------------------------------------------
 
 class Trainer:
@@ -226,8 +237,13 @@ class Trainer:
                 probe_net = parse_net(sections[0])
                 sections[0].set("burn_in", min(probe_net.burn_in,
                                                probe_net.max_batches // 10))
+            if c.classes is not None and str(c.classes).strip().lower() != "cfg":
+                classes = str(c.classes).strip().lower()
+                count = len(self._open_early().names) if classes == "auto" else \
+                    _positive_int(classes, "--classes")
+                set_classes(sections, count)
             if c.anchors and c.anchors.strip().lower() != "cfg":
-                self._early_data = self._set_anchors(sections, c.anchors)
+                self._set_anchors(sections, c.anchors)
         else:  # the checkpoint's cfg already carries the run's batch, size, max_batches
             sections = cfg_sections(self.checkpoint["cfg_text"], max_batches=c.max_batches)
         self.model = Darknet(sections)
@@ -317,7 +333,7 @@ class Trainer:
             if self.evaluator is None and valid is not None and len(valid):
                 self.evaluator = AccuracyEvaluator(valid, c.map_images)
         elif self._early_data is not None and c.data is None:
-            self.data = self._early_data  # the synthetic set already opened for --anchors auto
+            self.data = self._early_data  # the synthetic set already opened for an "auto"
         else:
             self.data = open_data(c.data, classes=None, valid=c.valid, synthetic=self.synthetic,
                                   max_classes=min(s.classes for s in self.loss_fn.specs))
@@ -338,21 +354,26 @@ class Trainer:
                                               max_images=c.map_images)
         self.map_every = c.map_every or max(100, 4 * len(self.data.train) // self.batch)
 
-    def _set_anchors(self, sections: list, anchors: str) -> DataSpec | None:
+    def _open_early(self) -> DataSpec:
+        """The training data, opened before the model for ``--classes auto`` or ``--anchors
+        auto`` (once; a synthetic set is then reused for training)."""
+        if self._early_data is None:
+            self._early_data = open_data(self.config.data, classes=None,
+                                         valid=self.config.valid, synthetic=self.synthetic)
+        return self._early_data
+
+    def _set_anchors(self, sections: list, anchors: str) -> None:
         """Replace every [yolo] section's anchors: ``auto`` runs Darknet's ``calc_anchors``
         k-means (seeded) on the training labels at the network size, with the head's ``num``
-        clusters; otherwise ``anchors`` is a list ``w,h, w,h, ...`` in input pixels. Returns
-        the data opened for ``auto`` (reused for training), else None."""
+        clusters; otherwise ``anchors`` is a list ``w,h, w,h, ...`` in input pixels."""
         from darkcsp.net import parse_net
         heads = [s for s in sections[1:] if s.type in ("yolo", "Gaussian_yolo")]
         if not heads:
             raise DarkcspError("--anchors: the cfg has no [yolo] layer")
         net = parse_net(sections[0])
-        data = None
         if anchors.strip().lower() == "auto":
             from darkcsp.evaluate.anchors import calc_anchors
-            data = open_data(self.config.data, classes=None, valid=self.config.valid,
-                             synthetic=self.synthetic)
+            data = self._open_early()
             wh = [data.train.labels(i)[:, 3:5] for i in range(len(data.train))]
             boxes = np.concatenate(wh) if wh else np.zeros((0, 2), np.float32)
             num = int(heads[0].get("num") or 1)
@@ -372,7 +393,6 @@ class Trainer:
         for head in heads:
             head.set("anchors", values)
             head.set("num", len(values) // 2)
-        return data
 
     def _loader(self) -> Iterator:
         net = self.model.net
