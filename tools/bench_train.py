@@ -12,7 +12,11 @@ changes: max_batches is fitted to the time budget, so that the schedule (burn-in
 cached images and takes the mean iteration time (plus 15 %); the budget then pays for generating
 the synthetic images once, the mAP passes (every quarter of the run) and the iterations.
 ``--time-limit`` stays on as a safety net. Anything after ``--`` goes to ``darkcsp train``
-unchanged (e.g. ``-- --lr 0.002`` or ``-- --set net.adam=0``).
+unchanged (e.g. ``-- --lr 0.001`` or ``-- --set net.adam=0``).
+
+Measured on a 2-core VM (2026-11-28): max_batches 2996, all run in 13.5 minutes, 30.7
+training images/s, held-out mAP@0.5 0.419 / 0.808 / 0.959 / 0.989 at each quarter;
+``darkcsp map`` on the same images (``darkcsp synthetic DIR``) gives 0.988757 and COCO AP 0.669.
 """
 from __future__ import annotations
 
