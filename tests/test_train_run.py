@@ -338,3 +338,18 @@ def test_set_classes_follows_darknets_recipe():
                       "[route]\nlayers=-1\n[yolo]\nclasses=80\n")
     with pytest.raises(CfgError, match=r"\[yolo\] classes: --classes"):
         set_classes(routed, 3)
+
+
+@pytest.mark.slow
+def test_quick_run_learns_the_synthetic_set(tmp_path):
+    """The plain ``darkcsp train cfg/csppeleenet-efm.cfg`` (no --data) learns: held-out
+    mAP@0.5 0.87 measured (about 4 minutes on 2 cores); the bound leaves room for other CPUs."""
+    from darkcsp.train.cli import main
+
+    torch.set_num_threads(2)  # the autouse fixture puts the test's own count back afterwards
+    out = tmp_path / "quick"
+    assert main([str(REPO / "cfg" / "csppeleenet-efm.cfg"), "--out", str(out),
+                 "--no-progress"]) == 0
+    ckpt = torch.load(out / "last.pt", weights_only=False)
+    assert ckpt["iteration"] == 800 and ckpt["best_map"] > 0.6, ckpt["history"]["map"]
+    assert (out / "csppeleenet-efm.cfg").is_file()

@@ -87,3 +87,14 @@ def set_classes(sections: list, classes: int) -> None:
             raise head.error("--classes: num is not an integer", "num") from None
         head.set("classes", classes)
         feeder.set("filters", anchors * (classes + HEAD_COORDS[head.type] + 1))
+
+
+def class_count(text: str) -> int:
+    """``--classes N`` as a count >= 1 (``auto`` and ``cfg`` are handled by the caller)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise DarkcspError(f"--classes {text!r}: 'auto', 'cfg' or a class count >= 1")
+    return value

@@ -33,7 +33,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -52,7 +52,8 @@ from darkcsp.train.ema import DarknetEMA
 from darkcsp.train.loss import YoloLoss
 from darkcsp.train.metrics import Evaluator, MapEvaluator, darknet_evaluator
 from darkcsp.train.schedule import darknet_rate, make_optimizer, set_rate
-from darkcsp.train.settings import cfg_sections, schedule_warnings, set_classes
+from darkcsp.train.model import HeadInputs, darknet_init, resolve_device
+from darkcsp.train.settings import cfg_sections, class_count, schedule_warnings, set_classes
 from darkcsp.train.stream import StreamBatchSampler, TrainDataset, collate, default_workers
 from darkcsp.train.synthetic import SyntheticSpec
 from darkcsp.weights import atomic_write
@@ -109,74 +110,6 @@ class TrainResult:
     out: Path
     report: DataReport
     stopped: str = "done"
-
-
-# -- model helpers ----------------------------------------------------------------------------
-
-class HeadInputs(nn.Module):
-    """Runs the Darknet model and returns the inputs of the given ``[yolo]`` layers (the raw
-    conv outputs that Darknet's delta is applied to)."""
-
-    def __init__(self, model: Darknet, indices: list[int]) -> None:
-        super().__init__()
-        self.model = model
-        self.indices = indices
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        captured: dict[int, torch.Tensor] = {}
-        handles = [self.model.layers[i].register_forward_pre_hook(_capture(captured, i))
-                   for i in self.indices]
-        try:
-            self.model(x)
-        finally:
-            for handle in handles:
-                handle.remove()
-        return [captured[i] for i in self.indices]
-
-
-def _capture(store: dict[int, torch.Tensor], index: int) -> Callable[..., None]:
-    def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
-        store[index] = args[0]
-    return hook
-
-
-@torch.no_grad()
-def darknet_init(model: nn.Module, seed: int) -> None:
-    """Darknet's initialisation: conv/connected weights ``sqrt(2/fan_in) * U(-1, 1)``, biases
-    0, batch-norm scales 1 (rolling mean 0, variance 1)."""
-    gen = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            fan_in = module.weight[0].numel()
-            w = torch.rand(module.weight.shape, generator=gen) * 2 - 1
-            module.weight.copy_(w * math.sqrt(2.0 / fan_in))
-            if module.bias is not None:
-                module.bias.zero_()
-        elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.reset_parameters()
-
-
-def resolve_device(name: str | None, local_rank: int) -> torch.device:
-    if name in (None, "", "auto"):
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if name.isdigit():
-        return torch.device(f"cuda:{int(name) + local_rank}")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DarkcspError(f"--device {name}: CUDA is not available on this machine")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device(f"cuda:{local_rank}")
-    return device
-
-
-def _positive_int(text: str, option: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise DarkcspError(f"{option} {text!r}: 'auto', 'cfg' or a class count >= 1")
-    return value
 
 
 # -- the trainer ------------------------------------------------------------------------------
@@ -240,7 +173,7 @@ class Trainer:
             if c.classes is not None and str(c.classes).strip().lower() != "cfg":
                 classes = str(c.classes).strip().lower()
                 count = len(self._open_early().names) if classes == "auto" else \
-                    _positive_int(classes, "--classes")
+                    class_count(classes)
                 set_classes(sections, count)
             if c.anchors and c.anchors.strip().lower() != "cfg":
                 self._set_anchors(sections, c.anchors)
