@@ -357,6 +357,7 @@ def _good_pt(tmp_path: Path) -> bytes:
 
 
 @FUZZ
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on a flipped byte
 @given(cut=st.integers(0, 100_000), flips=st.lists(st.tuples(st.integers(0, 100_000),
                                                              st.integers(0, 255)), max_size=8))
 def test_corrupted_pt_only_raises_weights_error(cut: int, flips: list[tuple[int, int]],
