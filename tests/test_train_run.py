@@ -181,6 +181,8 @@ def test_quick_synthetic_run_defaults(tmp_path):
                                                                                  50, "7")
     assert mine.overrides == ("net.mosaic=0", "yolo.random=0", "net.steps=40,45",
                               "net.scales=.1,.1", "net.adam=0")
+    tuned = config_from_args(parser.parse_args([cfg, "--weights", "w.weights"]))
+    assert tuned.classes is None and tuned.anchors == "auto"  # the weights fix the heads
     classifier = tmp_path / "cls.cfg"
     classifier.write_text("[net]\nwidth=32\nheight=32\nchannels=3\n[convolutional]\n"
                           "filters=4\nsize=3\nactivation=leaky\n[avgpool]\n[softmax]\n")

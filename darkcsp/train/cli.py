@@ -5,10 +5,10 @@ a quick CPU run replaces the cfg's COCO schedule (500k iterations of SGD): 800 i
 batch 8 at 128 x 128, Adam at learning_rate 0.002, burn_in <= max_batches/10, steps at 80 % and
 90 % of max_batches (as Darknet advises for custom training), no mosaic (it halves objects that
 are already small at 128), no multi-scale, and the heads' classes and anchors fitted to the
-synthetic labels. Measured on a 2-core CPU with csppeleenet-efm, 800 iterations (about 4
-minutes): mAP@0.5 0.87 on the held-out split; with the cfg's 80-class heads kept, 0.69 with
-Adam at 0.002, 0.53 at 0.001 and 0.19 with SGD at 0.01 (the cfg's optimizer). Launch with
-torchrun for multi-process (DDP) training.
+synthetic labels (the classes only without --weights). Measured on a 2-core CPU with
+csppeleenet-efm, 800 iterations (about 4 minutes): mAP@0.5 0.87 on the held-out split; with the
+cfg's 80-class heads kept, 0.69 with Adam at 0.002, 0.53 at 0.001 and 0.19 with SGD at 0.01
+(the cfg's optimizer). Launch with torchrun for multi-process (DDP) training.
 """
 from __future__ import annotations
 
@@ -109,8 +109,8 @@ def config_from_args(args: argparse.Namespace):
     heads = _head_types(args.cfg) if args.data is None and not args.resume else []
     if heads:
         for key, default in QUICK.items():
-            if values[key] is None:
-                values[key] = default
+            if values[key] is None and not (key == "classes" and args.weights):
+                values[key] = default  # --weights fixes the heads' shapes: their classes stay
         if burn_in is None:
             burn_in = -1  # marker: min(cfg burn_in, max_batches // 10)
         end = int(values["max_batches"])  # Darknet's advice: steps at 80 % and 90 %
