@@ -161,6 +161,12 @@ def run(args: argparse.Namespace) -> int:
               f"{result.avg_loss:.4f}, {trainer.metric} {result.last_map:.4f} (best {best}), "
               f"{result.images_per_second:.1f} images/s, {result.stopped}; files in "
               f"{result.out}")
+        if args.data is None and trainer.detector:  # how to look at the result
+            s, name = trainer.synthetic, trainer.name
+            print(f"evaluate: darkcsp synthetic DIR --train {s.train} --valid {s.valid} "
+                  f"--classes {s.classes} --size {s.size} --seed {s.seed} && darkcsp map "
+                  f"DIR/obj.data {result.out / (name + '.cfg')} "
+                  f"{result.out / 'backup' / (name + '_final.weights')}")
         if result.report.counts:
             print(f"data problems (skipped): {result.report.summary()}")
     return 0
