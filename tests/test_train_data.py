@@ -76,6 +76,22 @@ def test_bad_image_and_labels_are_skipped_during_training(tmp_path, caplog):
     assert (tmp_path / "run" / "backup" / "tiny_final.weights").is_file()
 
 
+def test_auto_classes_and_anchors_open_a_dataset_once(tmp_path, caplog):
+    """--classes/--anchors auto read the labels before the model exists; training reuses that
+    data, so each bad label is reported once, as without them."""
+    data, images = _darknet_set(tmp_path)
+    config = TrainConfig(cfg=str(tiny_cfg(tmp_path)), data=str(data), out=str(tmp_path / "run"),
+                         max_batches=1, batch=4, subdivisions=1, size=64, progress=False,
+                         map_every=10 ** 9, classes="auto", anchors="auto", workers=0)
+    with caplog.at_level(logging.WARNING, logger="darkcsp.train"):
+        result = Trainer(config).run()
+    assert result.report.counts["bad_class_id"] == 1
+    assert result.report.counts["label_out_of_range"] == 1
+    label = str(images[3].with_suffix(".txt"))
+    assert caplog.text.count(f"{label}: bad class id") == 1
+    assert caplog.text.count(f"{label}: label out of range") == 1
+
+
 def test_coco_json_and_yolo_yaml(tmp_path):
     root = tmp_path / "coco"
     (root / "images").mkdir(parents=True)

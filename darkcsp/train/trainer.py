@@ -265,11 +265,14 @@ class Trainer:
                 raise DarkcspError(f"{c.data}: no training images")
             if self.evaluator is None and valid is not None and len(valid):
                 self.evaluator = AccuracyEvaluator(valid, c.map_images)
-        elif self._early_data is not None and c.data is None:
-            self.data = self._early_data  # the synthetic set already opened for an "auto"
         else:
-            self.data = open_data(c.data, classes=None, valid=c.valid, synthetic=self.synthetic,
-                                  max_classes=min(s.classes for s in self.loss_fn.specs))
+            cfg_classes = min(s.classes for s in self.loss_fn.specs)
+            early = self._early_data  # opened for an "auto"; its labels were checked against
+            if early is not None and len(early.names) <= cfg_classes:  # the same class ids
+                self.data = early
+            else:
+                self.data = open_data(c.data, classes=None, valid=c.valid,
+                                      synthetic=self.synthetic, max_classes=cfg_classes)
         self.report = self.data.report
         classes = min(s.classes for s in self.loss_fn.specs) if self.detector else \
             self.model.nodes[-1].in_shapes[0].size // self.model.nodes[-1].opts.groups
