@@ -9,8 +9,6 @@ setup(
     ),
     python_requires=">=3.10",
     packages=find_packages(include=["darkcsp", "darkcsp.*"]),
-    package_data={"darkcsp": ["data/*"]},
-    include_package_data=True,
     install_requires=[
         "numpy",
         "torch>=2.1",

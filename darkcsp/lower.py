@@ -8,28 +8,28 @@ emitted section); a reference may also name a macro's internal output by a tap,
 references stay relative. Lowering runs inside the graph builder, so a macro can size itself
 from the shapes of what precedes it. A cfg without dialect sections passes through unchanged.
 
-Targets: ``darknet`` (the primitives above) and ``opencv`` (those primitives again, each
-rewritten into what OpenCV 4.x's Darknet importer computes exactly; see
-:mod:`darkcsp.opencv_target`).
+:func:`build_graph` / :func:`load_graph` are the pipeline's front half: sections -> lowered
+primitive sections -> typed :class:`~darkcsp.graph.Graph`. Rewriting the primitives for OpenCV is
+an export concern (:mod:`darkcsp.export.opencv`), not a lowering.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+import os
+from typing import Any, Sequence, Union
 
-from darkcsp.config.reader import Section
+from darkcsp.config.reader import Section, read_cfg
+from darkcsp.errors import CfgError
+from darkcsp.graph import Graph, GraphBuilder
 from darkcsp.layers.registry import NETWORK_INPUT, Shape, layer_type
 
-TARGETS = ("darknet", "opencv")
+CfgLike = Union[str, os.PathLike, Sequence[Section]]
 
 
 class Lowering:
     """What a macro's :meth:`LayerType.lower` uses to emit primitive sections."""
 
-    def __init__(self, builder: Any, target: str) -> None:
-        if target not in TARGETS:
-            raise ValueError(f"unknown lowering target {target!r} (one of {TARGETS})")
+    def __init__(self, builder: GraphBuilder) -> None:
         self.builder = builder
-        self.target = target
         self.outputs: list[int] = []  # dialect index -> lowered index of its output
         self.taps: list[dict[str, int]] = []  # dialect index -> named internal outputs
         self.dialect_index = 0
@@ -117,22 +117,9 @@ def _copy_with_references(section: Section, lowering: Lowering) -> Section:
     return copy
 
 
-def lower_into(builder: Any, sections: Sequence[Section], target: str = "darknet") -> None:
-    """Feed the primitive form of ``sections`` (all after ``[net]``) into ``builder``.
-
-    ``target="opencv"`` runs two passes: the Darknet lowering (the model and its ``.weights``),
-    then each primitive's OpenCV form (:mod:`darkcsp.opencv_target`); it also writes ``[net]``
-    under its canonical name. Use :func:`darkcsp.opencv_target.lower_for_opencv` to get the
-    weight sources too (``darkcsp export --to opencv``).
-    """
-    if target == "opencv":
-        from darkcsp.graph import GraphBuilder
-        from darkcsp.opencv_target import lower_for_opencv
-        darknet = GraphBuilder(builder.sections[0])
-        lower_into(darknet, sections, "darknet")
-        lower_for_opencv(darknet.graph(), builder)
-        return
-    lowering = Lowering(builder, target)
+def lower_into(builder: GraphBuilder, sections: Sequence[Section]) -> None:
+    """Feed the primitive form of ``sections`` (all after ``[net]``) into ``builder``."""
+    lowering = Lowering(builder)
     for index, section in enumerate(sections):
         lowering.dialect_index = index
         lowering.section = section
@@ -146,3 +133,19 @@ def lower_into(builder: Any, sections: Sequence[Section], target: str = "darknet
         if lowering.next_index == start:
             raise section.error("this dialect section produced no layers")
         lowering.outputs.append(lowering.next_index - 1)
+
+
+def build_graph(sections: Sequence[Section]) -> Graph:
+    """Lower dialect sections, type-check every section, resolve its inputs and compute every
+    layer's shape."""
+    if not sections:
+        raise CfgError("empty cfg")
+    builder = GraphBuilder(sections[0])
+    lower_into(builder, sections[1:])
+    return builder.graph()
+
+
+def load_graph(cfg: CfgLike) -> Graph:
+    """The graph of a cfg path, cfg text or section list."""
+    sections = list(cfg) if not isinstance(cfg, (str, os.PathLike)) else read_cfg(cfg)
+    return build_graph(sections)

@@ -7,13 +7,13 @@ always ``Total BFLOPS <x.xxx>`` and ``Total parameters <n>``, so scripts can rea
 """
 from __future__ import annotations
 
-import argparse
 import warnings
 from typing import Union
 
 import torch
 
-from darkcsp.graph import Darknet, Graph
+from darkcsp.graph import Graph
+from darkcsp.network import Darknet
 from darkcsp.layers.registry import Node
 from darkcsp.weights import expected_size
 
@@ -63,7 +63,7 @@ def _whc(shape: object) -> str:
     return f"{shape.w:4d} x{shape.h:4d} x{shape.c:4d}"  # type: ignore[attr-defined]
 
 
-def _meta_model(cfg: object) -> Darknet:
+def meta_model(cfg: object) -> Darknet:
     """``Darknet(cfg)`` with every tensor on the meta device: shapes without memory."""
     with torch.device("meta"):
         return Darknet(cfg)  # type: ignore[arg-type]
@@ -92,7 +92,7 @@ def format_summary(model_or_graph: ModelOrGraph) -> str:
     elif isinstance(model_or_graph, Graph):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the graph's build already warned
-            model = _meta_model(model_or_graph.sections)
+            model = meta_model(model_or_graph.sections)
     else:
         raise TypeError(f"format_summary needs a Darknet model or a Graph, got "
                         f"{type(model_or_graph).__name__}")
@@ -110,13 +110,3 @@ def format_summary(model_or_graph: ModelOrGraph) -> str:
     lines.append(f"Total BFLOPS {graph.total_bflops():.3f}")
     lines.append(f"Total parameters {parameter_count(model)}")
     return "\n".join(lines)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("cfg", help="Darknet .cfg file")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Print the table for ``args.cfg``; a bad cfg raises CfgError (the CLI prints it, exit 2)."""
-    print(format_summary(_meta_model(args.cfg)))
-    return 0

@@ -16,16 +16,13 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO, Protocol, Sequence
 
 import numpy as np
 import torch
 
 from darkcsp.errors import WeightsError
-
-if TYPE_CHECKING:
-    from darkcsp.graph import Darknet
-    from darkcsp.layers.registry import WeightBlock
+from darkcsp.layers.registry import Node, WeightBlock
 
 
 @dataclass(frozen=True)
@@ -68,7 +65,19 @@ class WeightsHeader:
         return cls(major, minor, revision, seen)
 
 
-def _layer_floats(model: "Darknet", cutoff: int | None, loading: bool
+class WeightedModel(Protocol):
+    """What the ``.weights`` reader and writer need of a model (:class:`darkcsp.Darknet` is one):
+    its typed nodes, its tensors in ``.weights`` order and the header it was read with."""
+
+    header: "WeightsHeader"
+
+    @property
+    def nodes(self) -> Sequence[Node]: ...
+
+    def weight_blocks(self, cutoff: int | None = None) -> list[tuple[int, list[WeightBlock]]]: ...
+
+
+def _layer_floats(model: WeightedModel, cutoff: int | None, loading: bool
                   ) -> list[tuple[int, list, int]]:
     """(layer index, blocks to read/write, float count) per layer up to ``cutoff``."""
     plan = []
@@ -82,14 +91,14 @@ def _layer_floats(model: "Darknet", cutoff: int | None, loading: bool
     return plan
 
 
-def expected_size(model: "Darknet", cutoff: int | None = None,
+def expected_size(model: WeightedModel, cutoff: int | None = None,
                   header: WeightsHeader | None = None) -> int:
     """Bytes of a ``.weights`` file for ``model`` (as Darknet's save_weights writes it)."""
     header = header or model.header
     return header.size + 4 * sum(n for _, _, n in _layer_floats(model, cutoff, loading=False))
 
 
-def _describe(model: "Darknet", index: int) -> str:
+def _describe(model: WeightedModel, index: int) -> str:
     node = model.nodes[index]
     return f"layer {index} [{node.section.type}] ({node.section.source}:{node.section.line})"
 
@@ -158,7 +167,7 @@ def _read_block(handle: BinaryIO, block: WeightBlock, transposed: bool, path: st
     tensor.copy_(source.view(tensor.shape))
 
 
-def load_weights(model: "Darknet", path: str | os.PathLike, cutoff: int | None = None) -> None:
+def load_weights(model: WeightedModel, path: str | os.PathLike, cutoff: int | None = None) -> None:
     """Load ``path`` into ``model``; all or nothing.
 
     Raises :class:`WeightsError` if the file is shorter than the layers need (naming the layer
@@ -176,7 +185,7 @@ def load_weights(model: "Darknet", path: str | os.PathLike, cutoff: int | None =
         raise WeightsError(f"{path}: cannot read: {exc.strerror or exc}") from exc
 
 
-def _load_from(model: "Darknet", handle: BinaryIO, path: str, cutoff: int | None) -> None:
+def _load_from(model: WeightedModel, handle: BinaryIO, path: str, cutoff: int | None) -> None:
     size = os.fstat(handle.fileno()).st_size
     header = WeightsHeader.from_bytes(_read_up_to(handle, 20), path)
     plan = _layer_floats(model, cutoff, loading=True)
@@ -209,7 +218,7 @@ def _load_from(model: "Darknet", handle: BinaryIO, path: str, cutoff: int | None
     model.header = header
 
 
-def save_weights(model: "Darknet", path: str | os.PathLike, cutoff: int | None = None) -> None:
+def save_weights(model: WeightedModel, path: str | os.PathLike, cutoff: int | None = None) -> None:
     """Write ``model``'s weights (the first ``cutoff`` layers) with its header, atomically."""
     header = model.header
     parts = [np.frombuffer(header.to_bytes(), dtype=np.uint8)]

@@ -1,34 +1,18 @@
-"""Shared test fixtures: where the read-only reference data (``../shared``) lives.
-
-Tests that need it skip with a reason when it is absent, so the project's own tests still pass
-for a user who only has the repository.
+"""The one conftest: fixtures shared by every test folder. Paths to the read-only reference data
+live in :mod:`reference_data` (importable from any test, since this file's folder is on the path).
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from typing import Iterator
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("DARKCSP_SHARED", REPO.parent / "shared"))
-ORACLE = SHARED / "oracle"
-CFG_CORPUS = SHARED / "darknet-cfgs"
-YOLOV3_TINY = SHARED / "models" / "yolov3-tiny"
-IMAGES = SHARED / "images"
+import torch
 
 
-def require(path: Path) -> Path:
-    """``path`` if it exists, else skip the test with the reason."""
-    if not path.exists():
-        pytest.skip(f"reference data {path} is not present (it ships beside the repo as "
-                    "../shared)")
-    return path
-
-
-def oracle_cases() -> list[str]:
-    """Names of the synthetic Darknet oracle cases (empty without ../shared)."""
-    if not ORACLE.is_dir():
-        return []
-    return sorted(p.name for p in ORACLE.iterdir()
-                  if (p / "model.cfg").is_file() and (p / "out.npz").is_file())
+@pytest.fixture
+def single_thread() -> Iterator[None]:
+    """Torch single-threaded: faster for tiny convolutions, and quiet on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -142,7 +142,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     if threads:
         torch.set_num_threads(threads)
     from darkcsp import Darknet
-    from darkcsp.deploy.backends import TorchBackend
+    from darkcsp.infer.backends import TorchBackend
     model = Darknet(spec["cfg"])
     model.load_weights(spec["weights"])
     options = {"torch-nchw": {"channels_last": False, "fast": False},
@@ -183,7 +183,7 @@ def prepare(models: list[str], work: Path, darknet: str | None) -> dict[str, dic
     import numpy as np
     import torch
     from darkcsp import Darknet
-    from darkcsp.deploy.onnx import export_onnx
+    from darkcsp.export.onnx import export_onnx
     from darkcsp.export import export_model
     specs = {}
     for name in models:

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(REPO))
-    from darkcsp.graph import Darknet  # after the path tweak, so a checkout works uninstalled
+    from darkcsp.network import Darknet  # after the path tweak, so a checkout works uninstalled
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

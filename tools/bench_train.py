@@ -29,8 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from darkcsp.train import cli as train_cli  # noqa: E402
-from darkcsp.train.synthetic import make_image  # noqa: E402
+from darkcsp.cli import train as train_cli  # noqa: E402
+from darkcsp.data.synthetic import make_image  # noqa: E402
 from darkcsp.train.trainer import Trainer  # noqa: E402
 
 PROBE_ITERATIONS = 14

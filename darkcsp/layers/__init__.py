@@ -1,5 +1,5 @@
 """Every registered layer type; importing this package fills the registry."""
-from darkcsp.layers import (activations, attention, classify, conv, dialect,  # noqa: F401
+from darkcsp.layers import (activations, attention, connected, conv, dialect,  # noqa: F401
                             heads, local, pool, resample, route, shortcut)
 from darkcsp.layers.registry import (LayerType, Node, Shape, WeightBlock, layer_type, register,
                                      registered_types)

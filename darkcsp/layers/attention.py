@@ -2,7 +2,7 @@
 pixel with ``scale_wh``) and ``[implicit]`` (a learned constant tensor)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -10,11 +10,9 @@ from torch import nn
 from darkcsp.config.options import Option, OptionValues
 from darkcsp.config.reader import Section
 from darkcsp.layers.activations import ACTIVATIONS, activation_option
-from darkcsp.layers.registry import (DarknetModule, LayerType, Node, Shape, WeightBlock,
-                                     register, resolve_index)
+from darkcsp.layers.registry import (DarknetModule, LayerType, Node, OpenCVEmitter, register,
+                                     resolve_index, Shape, WeightBlock)
 
-if TYPE_CHECKING:
-    from darkcsp.opencv_target import OpenCVLowering
 
 
 class Multiply(DarknetModule):
@@ -40,7 +38,7 @@ class _FromLayer(LayerType):
     def module(self, node: Node, built: Sequence[nn.Module]) -> DarknetModule:
         return Multiply(node.opts.activation)
 
-    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+    def opencv_lower(self, node: Node, low: OpenCVEmitter) -> None:
         """OpenCV multiplies the previous layer by ``from`` like Darknet."""
         low.emit(node.section.type, **{"from": [low.ref(low.input(1))]},
                  activation=low.activation())
@@ -90,7 +88,7 @@ class ScaleChannels(_FromLayer):
                              f"{node.inputs[1]}'s channels, got {prev}", "from")
         return other
 
-    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+    def opencv_lower(self, node: Node, low: OpenCVEmitter) -> None:
         if node.opts.scale_wh:
             raise low.cannot("scale_wh=1 (it reads only the per-channel form)", "scale_wh")
         super().opencv_lower(node, low)

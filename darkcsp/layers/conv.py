@@ -2,7 +2,7 @@
 activation. Weight stream: biases, [scales, rolling mean, rolling variance], weights (OIHW)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -11,11 +11,9 @@ from torch import nn
 from darkcsp.config.options import Option, OptionValues
 from darkcsp.config.reader import Section
 from darkcsp.layers.activations import ACTIVATIONS, activation_option
-from darkcsp.layers.registry import (DarknetModule, LayerType, Node, Shape, WeightBlock,
-                                     register, resolve_index)
+from darkcsp.layers.registry import (DarknetModule, LayerType, Node, OpenCVEmitter, register,
+                                     resolve_index, Shape, WeightBlock)
 
-if TYPE_CHECKING:
-    from darkcsp.opencv_target import OpenCVLowering
 
 BN_EPS = 1e-5  # Darknet's normalize_cpu and fuse_conv_batchnorm both use 1e-5
 BN_MOMENTUM = 0.01  # rolling = 0.99 * rolling + 0.01 * batch statistic
@@ -196,7 +194,7 @@ class Convolutional(LayerType):
                     bool(opts.batch_normalize), opts.activation, bool(opts.binary),
                     bool(opts.xnor), shared)
 
-    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+    def opencv_lower(self, node: Node, low: OpenCVEmitter) -> None:
         """Passed through with explicit padding and activation (OpenCV's defaults differ); a
         ``share_index`` conv becomes a plain one holding a copy of the shared weights."""
         opts = node.opts

@@ -7,7 +7,7 @@ the module for box decoding.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,10 +15,8 @@ from torch import nn
 
 from darkcsp.config.options import Option, OptionValues
 from darkcsp.config.reader import Section
-from darkcsp.layers.registry import DarknetModule, LayerType, Node, Shape, register
+from darkcsp.layers.registry import (DarknetModule, LayerType, Node, OpenCVEmitter, register, Shape)
 
-if TYPE_CHECKING:
-    from darkcsp.opencv_target import OpenCVLowering
 
 NMS_KINDS = ("default", "greedynms", "diounms", "cornersnms")
 IOU_LOSSES = ("mse", "iou", "giou", "diou", "ciou")
@@ -158,7 +156,7 @@ class Yolo(_YoloBase):
                       doc="read by OpenCV only, Darknet ignores it: OpenCV zeroes class scores "
                           "<= thresh in the layer output (its default 0.2)"))
 
-    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+    def opencv_lower(self, node: Node, low: OpenCVEmitter) -> None:
         """The keys OpenCV reads, with ``thresh=0`` (unthresholded scores) and no
         ``nms_threshold`` (no in-layer NMS); exactly ``2*num`` anchors (it asserts that count;
         Darknet pads missing ones with 0.5 and ignores extra ones). OpenCV decodes the boxes
@@ -241,7 +239,7 @@ class Region(LayerType):
         anchors = [(opts.anchors[2 * i], opts.anchors[2 * i + 1]) for i in range(opts.num)]
         return RegionHead(anchors, opts.classes, opts.coords, bool(opts.softmax))
 
-    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+    def opencv_lower(self, node: Node, low: OpenCVEmitter) -> None:
         """OpenCV's Region layer decodes the boxes (output ``detection_out``) with
         ``thresh=0`` written here, but always runs its own NMS (0.4) and zeroes the scores it
         suppresses; no cfg key turns that off."""

@@ -9,7 +9,7 @@ modules pad explicitly.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,10 +17,9 @@ from torch import nn
 
 from darkcsp.config.options import Option, OptionValues
 from darkcsp.config.reader import Section
-from darkcsp.layers.registry import DarknetModule, LayerType, Node, Shape, register
+from darkcsp.layers.registry import (ConvWeights, DarknetModule, LayerType, Node, OpenCVEmitter,
+                                     register, Shape)
 
-if TYPE_CHECKING:
-    from darkcsp.opencv_target import ConvWeights, OpenCVLowering
 
 POOL_OPTIONS = (
     Option("stride", "int", 1, minimum=1),
@@ -109,7 +108,7 @@ class _SpatialPool(LayerType):
         return DarknetPool(opts.size, (opts.stride_y, opts.stride_x), opts.padding,
                            self.average)
 
-    def _square_stride(self, node: Node, low: OpenCVLowering) -> int:
+    def _square_stride(self, node: Node, low: OpenCVEmitter) -> int:
         opts = node.opts
         if opts.stride_x != opts.stride_y:
             raise low.cannot(f"stride_x={opts.stride_x} != stride_y={opts.stride_y} in a pool "
@@ -142,7 +141,7 @@ class Maxpool(_SpatialPool):
             return Maxout(node.in_shape.c, node.opts.out_channels)
         return super().module(node, built)
 
-    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+    def opencv_lower(self, node: Node, low: OpenCVEmitter) -> None:
         """A spatial pool with size, stride and padding written out (OpenCV's defaults are
         2/2, Darknet's stride 1, size = stride; both split the padding floor/ceil); a
         channel max-out (which OpenCV ignores) rewritten by :func:`maxout_for_opencv`."""
@@ -153,7 +152,7 @@ class Maxpool(_SpatialPool):
                  padding=node.opts.padding)
 
 
-def maxout_for_opencv(node: Node, low: OpenCVLowering) -> None:
+def maxout_for_opencv(node: Node, low: OpenCVEmitter) -> None:
     """Maxout from OpenCV primitives: max(a, b) = b + relu(a - b), applied k - 1 times.
 
     Member j of every group is the contiguous channel block j (the grouping is interleaved),
@@ -201,7 +200,7 @@ class LocalAvgpool(_SpatialPool):
     options = POOL_OPTIONS
     average = True
 
-    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+    def opencv_lower(self, node: Node, low: OpenCVEmitter) -> None:
         """A depthwise size x size conv with weights 1/size^2 (OpenCV has no local average
         pool), exact where every window lies inside the map, so Darknet divides by size^2."""
         opts, inp, out = node.opts, node.in_shape, node.out_shape
@@ -236,5 +235,5 @@ class Avgpool(LayerType):
     def module(self, node: Node, built: Sequence[nn.Module]) -> DarknetModule:
         return GlobalAvgpool()
 
-    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+    def opencv_lower(self, node: Node, low: OpenCVEmitter) -> None:
         low.emit("avgpool")

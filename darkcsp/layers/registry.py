@@ -6,12 +6,12 @@ counts them, and the PyTorch module that computes it. The module in turn lists i
 Darknet's ``.weights`` stream order (:meth:`DarknetModule.weight_blocks`), so loading and saving
 are the same list read forwards and written forwards. Dialect sections add a lowering to
 primitive sections; primitives add their OpenCV form (``opencv_lower``, see
-:mod:`darkcsp.opencv_target`).
+:mod:`darkcsp.export.opencv`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -19,9 +19,6 @@ from torch import nn
 from darkcsp.config.options import Option, OptionValues, parse_options
 from darkcsp.config.reader import Section
 from darkcsp.errors import CfgError
-
-if TYPE_CHECKING:
-    from darkcsp.opencv_target import OpenCVLowering
 
 NETWORK_INPUT = -1  # index used for "the network's input" in a node's input list
 
@@ -93,6 +90,49 @@ class DarknetModule(nn.Module):
         return []
 
 
+WeightFill = Callable[[nn.Module, nn.Module], None]  # (Darknet module, exported module)
+ConvWeights = Callable[[nn.Module], "tuple[torch.Tensor, torch.Tensor]"]  # -> (weight, bias)
+
+
+class OpenCVEmitter(Protocol):
+    """What a layer type's :meth:`LayerType.opencv_lower` may use to write its OpenCV 4.x form.
+
+    The layers own *what* OpenCV computes for them; the exporter
+    (:class:`darkcsp.export.opencv.OpenCVLowering`) implements this protocol and owns the
+    bookkeeping, so no layer imports the exporter."""
+
+    @property
+    def node(self) -> Node: ...
+
+    def input(self, k: int = 0) -> int: ...
+
+    def shape(self, index: int) -> Shape: ...
+
+    def ref(self, index: int) -> int: ...
+
+    def cannot(self, what: str, key: str | None = None) -> CfgError: ...
+
+    def activation(self, key: str = "activation") -> str: ...
+
+    def emit(self, type_name: str, fill: WeightFill | None = None, **options: object) -> int: ...
+
+    def route(self, *indices: int, groups: int = 1, group_id: int = 0) -> int: ...
+
+    def shortcut(self, previous: int, other: int, activation: str = "linear") -> int: ...
+
+    def conv(self, source: int, filters: int, weights: ConvWeights, size: int = 1,
+             stride: int = 1, groups: int = 1, activation: str = "linear") -> int: ...
+
+    def channel_conv(self, source: int, scale: Callable[[nn.Module], torch.Tensor],
+                     shift: Callable[[nn.Module], torch.Tensor] | None = None,
+                     activation: str = "linear") -> int: ...
+
+    def materialize(self, index: int) -> int: ...
+
+    @staticmethod
+    def copy(source: nn.Module, target: nn.Module) -> None: ...
+
+
 class LayerType:
     """Base class of a registered section type. Subclasses override what differs."""
 
@@ -118,9 +158,9 @@ class LayerType:
         (with its ``references`` remapped). Dialect sections override this."""
         return False
 
-    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+    def opencv_lower(self, node: Node, low: OpenCVEmitter) -> None:
         """Emit this built (primitive) layer in a form OpenCV 4.x's Darknet importer computes
-        exactly, through ``low`` (a :class:`darkcsp.opencv_target.OpenCVLowering`): the section in
+        exactly, through ``low`` (a :class:`darkcsp.export.opencv.OpenCVLowering`): the section in
         canonical form, or a rewrite into sections it does compute. The default rejects the
         layer, so a type nobody checked against the importer is never exported silently wrong."""
         raise low.cannot(f"a [{node.section.type}] layer")

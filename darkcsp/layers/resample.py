@@ -2,17 +2,15 @@
 ``[reorg3d]`` (true space-to-depth, offset-major channel order) and YOLOv2's quirky ``[reorg]``."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from darkcsp.config.options import Option, OptionValues
 from darkcsp.config.reader import Section
-from darkcsp.layers.registry import DarknetModule, LayerType, Node, Shape, register
+from darkcsp.layers.registry import (DarknetModule, LayerType, Node, OpenCVEmitter, register, Shape)
 
-if TYPE_CHECKING:
-    from darkcsp.opencv_target import OpenCVLowering
 
 
 class Upsample(DarknetModule):
@@ -54,7 +52,7 @@ class UpsampleType(LayerType):
     def module(self, node: Node, built: Sequence[nn.Module]) -> DarknetModule:
         return Upsample(node.opts.stride, node.opts.scale)
 
-    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+    def opencv_lower(self, node: Node, low: OpenCVEmitter) -> None:
         """Nearest up-sampling with the stride written out (OpenCV's default is 1)."""
         opts = node.opts
         if opts.stride < 0:
@@ -141,6 +139,6 @@ class ReorgOld(_ReorgBase):
     name = "reorg"
     old = True
 
-    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+    def opencv_lower(self, node: Node, low: OpenCVEmitter) -> None:
         """OpenCV's Reorg layer has YOLOv2's (old) semantics; ``[reorg3d]`` has no form there."""
         low.emit("reorg", stride=node.opts.stride)

@@ -2,18 +2,16 @@
 identity ``[empty]``/``[silence]``."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from darkcsp.config.options import Option, OptionValues
 from darkcsp.config.reader import Section
-from darkcsp.layers.registry import (DarknetModule, LayerType, Node, Shape, register,
+from darkcsp.layers.registry import (DarknetModule, LayerType, Node, OpenCVEmitter, Shape, register,
                                      resolve_indices)
 
-if TYPE_CHECKING:
-    from darkcsp.opencv_target import OpenCVLowering
 
 
 class Route(DarknetModule):
@@ -66,7 +64,7 @@ class RouteType(LayerType):
     def module(self, node: Node, built: Sequence[nn.Module]) -> DarknetModule:
         return Route([s.c for s in node.in_shapes], node.opts.groups, node.opts.group_id)
 
-    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+    def opencv_lower(self, node: Node, low: OpenCVEmitter) -> None:
         """OpenCV takes groups on a single input only (over several, its bookkeeping breaks):
         one grouped route per input, then a plain concat."""
         opts = node.opts
@@ -99,6 +97,6 @@ class Empty(LayerType):
     def module(self, node: Node, built: Sequence[nn.Module]) -> DarknetModule:
         return Identity()
 
-    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+    def opencv_lower(self, node: Node, low: OpenCVEmitter) -> None:
         """OpenCV does not know the section; a one-input ``[route]`` is the same identity."""
         low.route(low.materialize(low.input()))

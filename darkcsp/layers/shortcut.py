@@ -7,7 +7,7 @@ by relu or softmax with Darknet's 1e-4 in the denominator.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,11 +16,9 @@ from torch import nn
 from darkcsp.config.options import Option, OptionValues
 from darkcsp.config.reader import Section
 from darkcsp.layers.activations import ACTIVATIONS, activation_option
-from darkcsp.layers.registry import (DarknetModule, LayerType, Node, Shape, WeightBlock,
-                                     register, resolve_indices)
+from darkcsp.layers.registry import (DarknetModule, LayerType, Node, OpenCVEmitter, Shape,
+                                     WeightBlock, register, resolve_indices)
 
-if TYPE_CHECKING:
-    from darkcsp.opencv_target import OpenCVLowering
 
 WEIGHT_TYPES = ("none", "per_feature", "per_layer", "per_channel")
 NORMALIZATIONS = ("none", "relu", "avg_relu", "softmax")
@@ -116,7 +114,7 @@ class ShortcutType(LayerType):
         return Shortcut(node.out_shape.c, len(node.inputs) - 1, opts.weights_type,
                         opts.weights_normalization, opts.activation)
 
-    def opencv_lower(self, node: Node, low: OpenCVLowering) -> None:
+    def opencv_lower(self, node: Node, low: OpenCVEmitter) -> None:
         """OpenCV adds only the first ``from`` and reads no shortcut weights (so every later
         weight shifts): a chain of single-``from`` shortcuts, the activation on the last; a
         weighted shortcut first scales each input by its normalised weights (taken from the

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from darkcsp.train.loss import YoloLoss, yolo_delta
 from darkcsp.train.schedule import darknet_rate, make_optimizer
-from darkcsp.train.synthetic import SyntheticShapes, SyntheticSpec
+from darkcsp.data.synthetic import SyntheticShapes, SyntheticSpec
 from darkcsp.train.trainer import TrainConfig, Trainer, TrainResult, train
 
 __all__ = ["TrainConfig", "Trainer", "TrainResult", "train", "YoloLoss", "yolo_delta",

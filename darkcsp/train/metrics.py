@@ -188,7 +188,7 @@ def mean_average_precision(detections: Sequence[tuple[np.ndarray, np.ndarray]],
 
 
 class MapEvaluator:
-    """mAP@0.5 of a model on a :class:`~darkcsp.train.datasets.DetectionSource`."""
+    """mAP@0.5 of a model on a :class:`~darkcsp.data.datasets.DetectionSource`."""
 
     def __init__(self, source, classes: int, batch_size: int = 8, thresh: float = 0.005,
                  nms: float = 0.45, iou_thresh: float = 0.5, max_images: int | None = None

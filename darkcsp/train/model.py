@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from darkcsp.errors import DarkcspError
-from darkcsp.graph import Darknet
+from darkcsp.network import Darknet
 
 
 class HeadInputs(nn.Module):

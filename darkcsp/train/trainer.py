@@ -42,12 +42,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from darkcsp.errors import DarkcspError
-from darkcsp.graph import Darknet
+from darkcsp.network import Darknet
 from darkcsp.layers.heads import YoloHead
 from darkcsp.train.augment import AugmentParams, multiscale_size
-from darkcsp.train.classify import (AccuracyEvaluator, ClassifierDataset, SoftmaxLoss,
+from darkcsp.train.classifier import (AccuracyEvaluator, ClassifierDataset, SoftmaxLoss,
                                     collate_classes, open_classifier_data)
-from darkcsp.train.datasets import DataReport, DataSpec, open_data
+from darkcsp.data.datasets import DataReport, DataSpec, open_data
 from darkcsp.train.ema import DarknetEMA
 from darkcsp.train.loss import YoloLoss
 from darkcsp.train.metrics import Evaluator, MapEvaluator, darknet_evaluator
@@ -55,7 +55,7 @@ from darkcsp.train.schedule import darknet_rate, make_optimizer, set_rate
 from darkcsp.train.model import HeadInputs, darknet_init, resolve_device
 from darkcsp.train.settings import cfg_sections, class_count, schedule_warnings, set_classes
 from darkcsp.train.stream import StreamBatchSampler, TrainDataset, collate, default_workers
-from darkcsp.train.synthetic import SyntheticSpec
+from darkcsp.data.synthetic import SyntheticSpec
 from darkcsp.weights import atomic_write
 
 LOG = logging.getLogger("darkcsp.train")
@@ -166,7 +166,7 @@ class Trainer:
                                     burn_in=c.burn_in if c.burn_in != -1 else None,
                                     learning_rate=c.learning_rate)
             if c.burn_in == -1:  # a short run: at most a tenth of it warms up
-                from darkcsp.net import parse_net
+                from darkcsp.config.net import parse_net
                 probe_net = parse_net(sections[0])
                 sections[0].set("burn_in", min(probe_net.burn_in,
                                                probe_net.max_batches // 10))
@@ -302,7 +302,7 @@ class Trainer:
         """Replace every [yolo] section's anchors: ``auto`` runs Darknet's ``calc_anchors``
         k-means (seeded) on the training labels at the network size, with the head's ``num``
         clusters; otherwise ``anchors`` is a list ``w,h, w,h, ...`` in input pixels."""
-        from darkcsp.net import parse_net
+        from darkcsp.config.net import parse_net
         heads = [s for s in sections[1:] if s.type in ("yolo", "Gaussian_yolo")]
         if not heads:
             raise DarkcspError("--anchors: the cfg has no [yolo] layer")

@@ -1,0 +1,178 @@
+"""Model files: a darkcsp ``.pt`` (save/load), the one model loader for ``.weights`` or ``.pt``,
+and conversion between the two formats.
+
+``darkcsp convert CFG IN OUT`` picks the direction from the extensions: ``.weights -> .pt``,
+``.pt -> .weights``, and ``.weights -> .weights`` / ``.pt -> .pt`` re-saves (with ``--cutoff N``
+a ``.weights`` output keeps only the first N layers, like ``darknet partial``).
+
+The ``.pt`` is a plain dict that ``torch.load(path, weights_only=True)`` reads without running
+any pickled code::
+
+    {"format": "darkcsp", "version": 1, "cfg": <cfg text>,
+     "header": [major, minor, revision, seen], "state_dict": model.state_dict()}
+
+It carries the cfg so a checkpoint is self-describing, and the Darknet header so a
+``.weights -> .pt -> .weights`` round trip is byte-identical.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from darkcsp.errors import WeightsError
+from darkcsp.network import Darknet
+from darkcsp.weights import WeightsHeader
+
+PT_FORMAT = "darkcsp"
+PT_VERSION = 1
+EXTENSIONS = (".weights", ".pt")
+_MAX_LISTED = 8  # differences named in an error message before "... and N more"
+
+# What a corrupt or foreign file makes torch.load raise (its unpickler asserts on some
+# malformed records, hence AssertionError).
+_LOAD_ERRORS = (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, KeyError,
+                TypeError, AttributeError, IndexError, AssertionError, zipfile.BadZipFile,
+                UnicodeDecodeError)
+
+
+def save_pt(model: Darknet, path: str | os.PathLike) -> None:
+    """Write ``model`` as a darkcsp ``.pt`` (cfg text, Darknet header, state_dict), atomically."""
+    header = model.header
+    state = {name: tensor.detach().to("cpu") for name, tensor in model.state_dict().items()}
+    payload = {"format": PT_FORMAT, "version": PT_VERSION, "cfg": model.cfg_text,
+               "header": [header.major, header.minor, header.revision, header.seen],
+               "state_dict": state}
+    target = Path(path)
+    # Streamed to a temporary file beside the target, then renamed over it (as
+    # darkcsp.weights.atomic_write does), so a 1 GB model is never held twice in memory and a
+    # crash never leaves half a checkpoint.
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_pt(path: str) -> dict[str, Any]:
+    """The checked payload of a darkcsp ``.pt``; WeightsError for anything else."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:
+        raise WeightsError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except _LOAD_ERRORS as exc:
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != PT_FORMAT:
+        raise WeightsError(f"{path}: not a darkcsp checkpoint (no format={PT_FORMAT!r} entry)")
+    if payload.get("version") != PT_VERSION:
+        raise WeightsError(f"{path}: darkcsp checkpoint version {payload.get('version')!r}; "
+                           f"this darkcsp reads version {PT_VERSION}")
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise WeightsError(f"{path}: 'state_dict' is not a dict of tensors")
+    header = payload.get("header")
+    if not (isinstance(header, (list, tuple)) and len(header) == 4
+            and all(isinstance(v, int) and v >= 0 for v in header)):
+        raise WeightsError(f"{path}: 'header' must be [major, minor, revision, seen] "
+                           f"(non-negative integers), got {header!r}")
+    if not isinstance(payload.get("cfg"), str):
+        raise WeightsError(f"{path}: 'cfg' is not cfg text")
+    return payload
+
+
+def _listing(items: list[str]) -> str:
+    shown = ", ".join(items[:_MAX_LISTED])
+    more = len(items) - _MAX_LISTED
+    return shown + (f" ... and {more} more" if more > 0 else "")
+
+
+def _check_state(model: Darknet, state: dict[str, torch.Tensor], path: str) -> None:
+    """WeightsError naming every key that is missing, unexpected or of another shape/dtype, or
+    a tensor holding NaN/inf; nothing is loaded before this passes."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    different = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+                 if k in state and state[k].shape != own[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"missing {_listing(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {_listing(unexpected)}")
+    if different:
+        problems.append(f"shapes differ (file vs cfg): {_listing(different)}")
+    if problems:
+        raise WeightsError(f"{path}: the state_dict does not fit this cfg: "
+                           f"{'; '.join(problems)}. Nothing was loaded")
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise WeightsError(f"{path}: {key} holds NaN or inf: a corrupt file. Nothing was "
+                               "loaded")
+
+
+def load_pt(model: Darknet | None, path: str | os.PathLike) -> Darknet:
+    """Load a darkcsp ``.pt`` into ``model`` (or into a new model built from the cfg it
+    carries, when ``model`` is None) and return the model; all or nothing."""
+    path = str(path)
+    payload = _read_pt(path)
+    if model is None:
+        model = Darknet(payload["cfg"])
+    state = payload["state_dict"]
+    _check_state(model, state, path)
+    model.load_state_dict(state, strict=True)
+    model.header = WeightsHeader(*payload["header"])
+    return model
+
+
+def _kind(path: str) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in EXTENSIONS:
+        raise WeightsError(f"{path}: unknown extension {suffix or '(none)'!r}; use .weights or "
+                           ".pt")
+    return suffix
+
+
+def convert(cfg: str | os.PathLike, source: str | os.PathLike, target: str | os.PathLike,
+            cutoff: int | None = None) -> Darknet:
+    """Read ``source`` into the model of ``cfg`` and write ``target``; the formats come from the
+    extensions. Returns the model."""
+    source_kind, target_kind = _kind(str(source)), _kind(str(target))
+    if cutoff is not None and (target_kind != ".weights" or cutoff < 0):
+        raise WeightsError(f"{target}: cutoff={cutoff}: a cutoff is a layer count >= 0 and "
+                           "applies to a .weights output only")
+    model = Darknet(cfg)
+    if source_kind == ".weights":
+        model.load_weights(source)
+    else:
+        load_pt(model, source)
+    try:
+        if target_kind == ".weights":
+            model.save_weights(target, cutoff)
+        else:
+            save_pt(model, target)
+    except OSError as exc:
+        raise WeightsError(f"{target}: cannot write: {exc.strerror or exc}") from exc
+    return model
+
+
+def load_model(cfg: str | os.PathLike, weights: str | os.PathLike, fuse: bool = True) -> Darknet:
+    """The model of ``cfg`` with ``weights`` (a Darknet ``.weights`` or a darkcsp ``.pt``), in
+    eval mode and, with ``fuse``, BN folded into the convs as Darknet runs inference. This is
+    the one loader behind ``detect``, ``map``, ``valid`` and :class:`darkcsp.Detector`."""
+    model = Darknet(str(cfg))
+    if _kind(str(weights)) == ".pt":
+        load_pt(model, weights)
+    else:
+        model.load_weights(weights)
+    if fuse:
+        model.fuse()
+    return model.eval()

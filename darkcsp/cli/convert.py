@@ -1,0 +1,21 @@
+"""``darkcsp convert CFG IN OUT [--cutoff N]``: ``.weights`` <-> ``.pt`` (direction from the
+extensions; ``--cutoff`` keeps the first N layers of a ``.weights`` output, like ``darknet partial``)."""
+from __future__ import annotations
+
+import argparse
+
+from darkcsp.checkpoint import convert
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("cfg", help="Darknet .cfg file the weights belong to")
+    parser.add_argument("input", help="weights to read (.weights or .pt)")
+    parser.add_argument("output", help="file to write (.weights or .pt)")
+    parser.add_argument("--cutoff", type=int, default=None, metavar="N",
+                        help="write only the first N layers (.weights output, like darknet "
+                             "partial)")
+
+
+def run(args: argparse.Namespace) -> int:
+    convert(args.cfg, args.input, args.output, args.cutoff)
+    print(f"wrote {args.output}")
+    return 0

@@ -1,0 +1,123 @@
+"""Darknet's printed and drawn detections: the order ``draw_detections_v3`` prints boxes and
+classes in, the ``-ext_output`` line, and the boxes drawn in Darknet's colours."""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+F32 = np.float32
+
+
+def darknet_order(rows: np.ndarray, thresh: float, names: Sequence[str] | None = None
+                  ) -> list[tuple[int, list[int]]]:
+    """What ``draw_detections_v3`` prints: (row, classes) pairs, rows sorted by the box's left
+    edge, classes = the best class (highest probability > thresh whose name does not start with
+    ``dont_show``) then every other class > thresh in class order (Darknet does not filter
+    ``dont_show`` there)."""
+    t = F32(thresh)
+    selected: list[tuple[int, int]] = []
+    for i, row in enumerate(rows):
+        probs = row[5:]
+        best, best_prob = -1, t
+        for j in np.flatnonzero(probs > t):
+            if names is not None and j < len(names) and names[j].startswith("dont_show"):
+                continue
+            if probs[j] > best_prob:
+                best, best_prob = int(j), probs[j]
+        if best >= 0:
+            selected.append((i, best))
+    lefts = [F32(rows[i, 0]) - F32(rows[i, 2]) / F32(2) for i, _ in selected]
+    ordered = [selected[k] for k in sorted(range(len(selected)), key=lambda k: lefts[k])]
+    result = []
+    for i, best in ordered:
+        others = [int(j) for j in np.flatnonzero(rows[i, 5:] > t) if j != best]
+        result.append((i, [best, *others]))
+    return result
+
+
+def _class_name(names: Sequence[str] | None, class_id: int) -> str:
+    return names[class_id] if names is not None and class_id < len(names) else str(class_id)
+
+
+def detections_from_rows(rows: np.ndarray, img_w: int, img_h: int, thresh: float,
+             names: Sequence[str] | None, path: str | None = None) -> list[dict[str, Any]]:
+    """Rows after NMS -> :func:`detect_image`'s entries, in Darknet's printing order."""
+    entries = []
+    for i, classes in darknet_order(rows, thresh, names):
+        x, y, w, h = (float(v) for v in rows[i, :4])
+        box = [(x - w / 2) * img_w, (y - h / 2) * img_h, (x + w / 2) * img_w,
+               (y + h / 2) * img_h]
+        for class_id in classes:
+            entries.append({"image": path, "class_id": class_id,
+                            "name": _class_name(names, class_id),
+                            "prob": float(rows[i, 5 + class_id]), "box": list(box)})
+    return entries
+
+
+# -- drawing ------------------------------------------------------------------------------------
+
+_COLORS = ((1, 0, 1), (0, 0, 1), (0, 1, 1), (0, 1, 0), (1, 1, 0), (1, 0, 0))
+
+
+def _darknet_color(channel: int, x: int, maximum: int) -> float:
+    """Darknet's ``get_color``: a hue ramp over the classes."""
+    ratio = float(F32(x) / F32(maximum) * F32(5))
+    i, j = int(np.floor(ratio)), int(np.ceil(ratio))
+    ratio -= i
+    return (1 - ratio) * _COLORS[i][channel] + ratio * _COLORS[j][channel]
+
+
+def draw_detections(image_rgb: np.ndarray, entries: Sequence[dict[str, Any]],
+                    classes: int) -> np.ndarray:
+    """A BGR uint8 copy of ``image_rgb`` (float 0..1) with the boxes and labels drawn like
+    ``draw_detections_v3``: one box per detection in its best class's colour, labelled
+    "name: 0.45[, other names]", the most probable drawn last."""
+    bgr = np.ascontiguousarray(
+        np.clip(np.round(image_rgb[:, :, ::-1] * 255), 0, 255).astype(np.uint8))
+    if bgr.shape[2] == 1:
+        bgr = np.ascontiguousarray(np.repeat(bgr, 3, axis=2))
+    img_h, img_w = bgr.shape[:2]
+    groups: list[list[dict[str, Any]]] = []
+    for entry in entries:  # entries of one detection are adjacent, best class first
+        if groups and entry["box"] == groups[-1][0]["box"]:
+            groups[-1].append(entry)
+        else:
+            groups.append([entry])
+    width = max(1, int(img_h * 0.002))
+    font_scale = max(0.4, img_h * 0.02 / 22)
+    for group in sorted(groups, key=lambda g: g[0]["prob"]):
+        best = group[0]
+        offset = best["class_id"] * 123457 % classes
+        color = tuple(int(round(255 * _darknet_color(c, offset, classes))) for c in (0, 1, 2))
+        x1, y1, x2, y2 = best["box"]
+        left, right = max(int(x1), 0), min(int(x2), img_w - 1)
+        top, bot = max(int(y1), 0), min(int(y2), img_h - 1)
+        cv2.rectangle(bgr, (left, top), (right, bot), color, width)
+        label = f"{best['name']}: {best['prob']:.2f}"
+        if len(group) > 1:
+            label += ", " + ", ".join(e["name"] for e in group[1:])
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+        y_text = max(top, th + base)
+        cv2.rectangle(bgr, (left, y_text - th - base), (left + tw, y_text), color, -1)
+        cv2.putText(bgr, label, (left, y_text - base), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+    return bgr
+
+
+# -- the command --------------------------------------------------------------------------------
+
+
+def _c_round(value: float) -> float:
+    """C's ``round``: halves away from zero (Python's ``round`` goes to even)."""
+    return math.copysign(math.floor(abs(value) + 0.5), value)
+
+
+def format_entry(entry: dict[str, Any]) -> str:
+    """Darknet's ``-ext_output`` line for one detection and class."""
+    x1, y1, x2, y2 = entry["box"]
+    return (f"{entry['name']}: {entry['prob'] * 100:.0f}%\t(left_x: {_c_round(x1):4.0f}   "
+            f"top_y: {_c_round(y1):4.0f}   width: {_c_round(x2 - x1):4.0f}   "
+            f"height: {_c_round(y2 - y1):4.0f})")
