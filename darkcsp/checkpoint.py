@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 
 from darkcsp.errors import WeightsError
+from darkcsp.files import atomic_write_with
 from darkcsp.network import Darknet
 from darkcsp.weights import WeightsHeader
 
@@ -48,18 +48,8 @@ def save_pt(model: Darknet, path: str | os.PathLike) -> None:
     payload = {"format": PT_FORMAT, "version": PT_VERSION, "cfg": model.cfg_text,
                "header": [header.major, header.minor, header.revision, header.seen],
                "state_dict": state}
-    target = Path(path)
-    # Streamed to a temporary file beside the target, then renamed over it (as
-    # darkcsp.weights.atomic_write does), so a 1 GB model is never held twice in memory and a
-    # crash never leaves half a checkpoint.
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Streamed into the temporary file, so a 1 GB model is never held twice in memory.
+    atomic_write_with(path, lambda handle: torch.save(payload, handle))
 
 
 def _read_pt(path: str) -> dict[str, Any]:

@@ -13,15 +13,14 @@ from __future__ import annotations
 import os
 import struct
 import sys
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO, Protocol, Sequence
 
 import numpy as np
 import torch
 
 from darkcsp.errors import WeightsError
+from darkcsp.files import atomic_write
 from darkcsp.layers.registry import Node, WeightBlock
 
 
@@ -231,20 +230,3 @@ def save_weights(model: WeightedModel, path: str | os.PathLike, cutoff: int | No
                 parts.append(tensor.to("cpu", torch.float32).contiguous().numpy()
                              .astype("<f4", copy=False).view(np.uint8).ravel())
     atomic_write(path, b"".join(p.tobytes() for p in parts))
-
-
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file beside ``path`` and rename it over ``path``, so a crash never
-    leaves a half-written file; the result gets the usual umask-based permissions."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from darkcsp.export import TARGETS, cfg_text_for
-from darkcsp.weights import atomic_write
+from darkcsp.files import atomic_write
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

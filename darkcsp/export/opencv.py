@@ -39,7 +39,8 @@ from darkcsp.layers.registry import NETWORK_INPUT, Node, Shape
 from darkcsp.export.darknet import graph_cfg_text
 from darkcsp.lower import Lowering, load_graph
 from darkcsp.network import Darknet
-from darkcsp.weights import WeightsHeader, atomic_write
+from darkcsp.files import atomic_write
+from darkcsp.weights import WeightsHeader
 
 OPENCV_BN_EPS = 1e-6  # the importer's BatchNorm layers; Darknet uses BN_EPS = 1e-5
 # Written onto every rolling variance in an OpenCV .weights, so that OpenCV computes

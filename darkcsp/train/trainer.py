@@ -56,7 +56,7 @@ from darkcsp.train.model import HeadInputs, darknet_init, resolve_device
 from darkcsp.train.settings import cfg_sections, class_count, schedule_warnings, set_classes
 from darkcsp.train.stream import StreamBatchSampler, TrainDataset, collate, default_workers
 from darkcsp.data.synthetic import SyntheticSpec
-from darkcsp.weights import atomic_write
+from darkcsp.files import atomic_write
 
 LOG = logging.getLogger("darkcsp.train")
 
