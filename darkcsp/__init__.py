@@ -8,4 +8,14 @@ from darkcsp.infer.detector import Detector
 __version__ = "0.1.0"
 
 __all__ = ["Darknet", "Graph", "build_graph", "CfgError", "CfgWarning", "DarkcspError",
-           "WeightsError", "Detector", "__version__"]
+           "WeightsError", "Detector", "evaluate", "train", "__version__"]
+
+
+def __getattr__(name: str):
+    """``darkcsp.evaluate`` and ``darkcsp.train``: subpackages that are also the functions
+    behind ``darkcsp map`` and ``darkcsp train`` (:mod:`darkcsp.callable_package`), imported on
+    first use."""
+    if name in ("evaluate", "train"):
+        import importlib
+        return importlib.import_module(f"darkcsp.{name}")
+    raise AttributeError(f"module 'darkcsp' has no attribute {name!r}")

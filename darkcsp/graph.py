@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from darkcsp import layers as _layers  # noqa: F401  (fills the registry)
+from darkcsp.budget import MAX_LAYERS, LayerCost, MemoryEstimate
 from darkcsp.config.net import parse_net
 from darkcsp.config.options import OptionValues
 from darkcsp.config.reader import Section
@@ -39,6 +41,42 @@ class Graph:
             total = np.float32(total + np.float32(node.kind.flops(node) / 1e9))
         return float(total)
 
+    def memory_estimate(self, max_bytes: int | None = None) -> MemoryEstimate:
+        """Floats the model needs at batch 1 (see :mod:`darkcsp.budget`), without allocating:
+        each layer's output from its shape, its parameters and buffers from its module built
+        on the ``meta`` device (so the count is exactly what the real module holds). Stops
+        early, with ``complete=False``, once ``max_bytes`` is exceeded."""
+        net_input = self.input_shape.size
+        costs: list[LayerCost] = []
+        built: list[torch.nn.Module] = []
+        seen: set[int] = set()
+        total = net_input
+        limit = None if max_bytes is None else max_bytes // 4
+        for node in self.nodes:  # outputs first: the cheap check catches huge shapes at once
+            total += node.out_shape.size
+        complete = limit is None or total <= limit
+        for node in self.nodes:
+            parameters = 0
+            if complete:
+                try:
+                    with torch.device("meta"):
+                        module = node.kind.module(node, built)
+                except CfgError:
+                    raise
+                except (RuntimeError, ValueError, OverflowError) as exc:
+                    raise node.error(f"this layer cannot be built: {exc}") from None
+                built.append(module)
+                for tensor in (*module.parameters(), *module.buffers()):
+                    if id(tensor) not in seen:  # shared convolutions count once
+                        seen.add(id(tensor))
+                        parameters += tensor.numel()
+                total += parameters
+                if limit is not None and total > limit:
+                    complete = False
+            costs.append(LayerCost(node.index, node.section.source, node.section.line,
+                                   node.section.type, parameters, node.out_shape.size))
+        return MemoryEstimate(net_input, tuple(costs), complete)
+
 
 class GraphBuilder:
     """Adds primitive sections one at a time, type-checking each and computing its shape as it
@@ -56,6 +94,9 @@ class GraphBuilder:
 
     def add(self, section: Section) -> Node:
         index = len(self.nodes)
+        if index >= MAX_LAYERS:
+            raise section.error(f"more than {MAX_LAYERS:,} layers (after lowering dialect "
+                                "sections): larger than any real network")
         kind = layer_type(section)
         if kind.macro:
             raise section.error("a dialect section must be lowered before it is built")

@@ -7,6 +7,7 @@ import os
 import torch
 from torch import nn
 
+from darkcsp.budget import AUTO, MaxMemory, check_memory, resolve_max_memory
 from darkcsp.config.options import OptionValues
 from darkcsp.config.writer import format_cfg
 from darkcsp.layers.registry import NETWORK_INPUT, Node, WeightBlock
@@ -22,11 +23,22 @@ class Darknet(nn.Module):
     heads (``[yolo]``, ``[Gaussian_yolo]``, ``[region]``, ``[detection]``) as a list, or a
     one-element list with the last layer's output; ``model.forward_layers(x)`` returns every
     layer's output.
+
+    Before any tensor is made, the model's memory at batch 1 is checked against ``max_memory``
+    bytes (default: half the memory available, or the CLI's ``--max-memory``; ``None``: no
+    limit); a larger model is a :class:`~darkcsp.errors.CfgError` at its largest layer (see
+    :mod:`darkcsp.budget`). A model built on the ``meta`` device allocates nothing and is not
+    checked.
     """
 
-    def __init__(self, cfg: CfgLike) -> None:
+    def __init__(self, cfg: CfgLike, max_memory: MaxMemory = AUTO) -> None:
         super().__init__()
         self.layer_graph = load_graph(cfg)
+        if torch.get_default_device().type != "meta":
+            limit = resolve_max_memory(max_memory)
+            if limit is not None:
+                check_memory(self.layer_graph.memory_estimate(limit), limit,
+                             self.layer_graph.sections[0].source)
         modules: list[nn.Module] = []
         for node in self.layer_graph.nodes:
             modules.append(node.kind.module(node, modules))

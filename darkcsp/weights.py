@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from darkcsp.errors import WeightsError
-from darkcsp.files import atomic_write
+from darkcsp.files import FileRefused, atomic_write, regular_file
 from darkcsp.layers.registry import Node, WeightBlock
 
 
@@ -177,6 +177,11 @@ def load_weights(model: WeightedModel, path: str | os.PathLike, cutoff: int | No
     into its tensor (no whole-file copy), so loading costs about one read of the file.
     """
     path = str(path)
+    try:
+        if os.path.lexists(path):  # (a missing file: the OSError below says so)
+            regular_file(path, "weights file")  # a fifo would hang the reader
+    except FileRefused as exc:
+        raise WeightsError(f"{path}: cannot read: {exc}") from None
     try:
         with open(path, "rb", buffering=0) as handle:
             _load_from(model, handle, path, cutoff)

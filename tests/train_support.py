@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-import torch
 
 TINY_CFG_TEXT = """[net]
 batch=8

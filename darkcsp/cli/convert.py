@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import argparse
 
+from darkcsp.cli import arguments
 from darkcsp.checkpoint import convert
+from darkcsp.files import output_file
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("cfg", help="Darknet .cfg file the weights belong to")
     parser.add_argument("input", help="weights to read (.weights or .pt)")
     parser.add_argument("output", help="file to write (.weights or .pt)")
-    parser.add_argument("--cutoff", type=int, default=None, metavar="N",
+    parser.add_argument("--cutoff", type=arguments.positive_int, default=None, metavar="N",
                         help="write only the first N layers (.weights output, like darknet "
                              "partial)")
+    arguments.add_max_memory(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    convert(args.cfg, args.input, args.output, args.cutoff)
+    output_file(args.output, [args.cfg, args.input])  # before the work; never an input
+    convert(args.cfg, args.input, args.output, args.cutoff, max_memory=args.max_memory)
     print(f"wrote {args.output}")
     return 0

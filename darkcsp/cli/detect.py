@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -19,25 +18,25 @@ from typing import Any
 
 import cv2
 
-from darkcsp.checkpoint import load_model
-from darkcsp.data.darknet import read_names
+from darkcsp.cli import arguments
 from darkcsp.errors import DarkcspError
+from darkcsp.files import output_dir, output_file, unique_name
 from darkcsp.infer.decode import detection_heads
-from darkcsp.infer.detector import backend_rows, detect_rows
-from darkcsp.infer.output import detections_from_rows, draw_detections, format_entry
+from darkcsp.infer.detector import Detector
+from darkcsp.infer.output import draw_detections, format_entry
 from darkcsp.infer.preprocess import load_image
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("cfg", help="Darknet .cfg file")
-    parser.add_argument("weights", help="Darknet .weights file")
+    parser.add_argument("weights", help="Darknet .weights or darkcsp .pt file")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     parser.add_argument("--names", metavar="FILE",
                         help="class names, one per line, e.g. data/coco.names (default: class "
                              "numbers)")
-    parser.add_argument("--thresh", type=float, default=0.25,
+    parser.add_argument("--thresh", type=arguments.probability, default=0.25,
                         help="probability threshold (default 0.25, as Darknet)")
-    parser.add_argument("--nms", type=float, default=0.45,
+    parser.add_argument("--nms", type=arguments.probability, default=0.45,
                         help="NMS threshold, 0 = off (default 0.45, as Darknet)")
     parser.add_argument("--letterbox", action="store_true",
                         help="letterbox instead of stretching (Darknet's -letter_box; always "
@@ -48,56 +47,61 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("torch", "opencv", "onnx"), default="torch",
                         help="what runs the network (same pre-processing, decode and NMS): "
                              "darkcsp's module (default), OpenCV 4.x DNN or onnxruntime")
+    arguments.add_max_memory(parser)
 
 
-def _save_path(save_dir: Path, image: str) -> Path:
+def _save_path(save_dir: Path, image: str, taken: set[str]) -> Path:
+    """The image's own name in ``save_dir``, or ``stem_2.ext``... when that name is already
+    taken (a file there, such as the input itself, or an earlier output): never a
+    replaced file."""
     name = Path(image).name
     ext = Path(name).suffix.lower()
     if ext not in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"):
         name += ".png"
-    return save_dir / name
+    return unique_name(save_dir, name, taken)
+
+
+def _check_outputs(args: argparse.Namespace) -> set[str]:
+    """Outputs checked before any work: --json is a file path that is no input, --save-dir
+    is no file; returns the names already taken in --save-dir (never overwritten)."""
+    inputs = [args.cfg, args.weights, *args.images] + ([args.names] if args.names else [])
+    if args.json:
+        output_file(args.json, inputs, "--json")
+    taken: set[str] = set()
+    if args.save_dir:
+        folder = output_dir(args.save_dir, inputs, exist_ok=True, what="--save-dir")
+        if folder.is_dir():
+            taken = {entry.name for entry in folder.iterdir()}
+        if args.json and Path(args.json).resolve().parent == folder.resolve():
+            taken.add(Path(args.json).name)
+    return taken
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    model = load_model(args.cfg, args.weights)
-    backend = None
-    if args.backend != "torch":
-        from darkcsp.infer.backends import make_backend
-        backend = make_backend(args.backend, model, args.cfg, args.weights)
-    heads = detection_heads(model)
-    classes = heads[-1][1].classes
-    names_path = args.names
-    names = read_names(names_path) if names_path else None
-    if names is not None and len(names) < classes:
-        raise DarkcspError(f"{os.fspath(names_path)} has {len(names)} names but the network "
-                           f"has {classes} classes")
-    letterbox = bool(args.letterbox or model.net.letter_box)
+    taken = _check_outputs(args)
+    detector = Detector(args.cfg, args.weights, backend=args.backend, max_memory=args.max_memory,
+                        letterbox=True if args.letterbox else None, thresh=args.thresh,
+                        nms=args.nms, names=args.names)
+    classes = detection_heads(detector.model)[-1][1].classes
     save_dir = Path(args.save_dir) if args.save_dir else None
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
     progress = tqdm(args.images, unit="image", disable=len(args.images) < 2, file=sys.stderr)
     for image in progress:
-        rgb = load_image(image, 3)
         start = time.perf_counter()
-        gray = int(model.net.channels) == 1
-        net_image = load_image(image, 1) if gray else rgb
-        if backend is None:
-            rows, img_w, img_h = detect_rows(model, net_image, args.thresh, args.nms, letterbox)
-        else:
-            rows, img_w, img_h = backend_rows(backend, net_image, args.thresh, args.nms,
-                                              letterbox)
+        entries = detector.detect(image)
         elapsed = (time.perf_counter() - start) * 1000
-        entries = detections_from_rows(rows, img_w, img_h, args.thresh, names, image)
         tqdm.write(f"{image}: Predicted in {elapsed:.3f} milli-seconds.")
         for entry in entries:
             tqdm.write(format_entry(entry))
         results.extend(entries)
         if save_dir is not None:
-            out = _save_path(save_dir, image)
-            if not cv2.imwrite(str(out), draw_detections(rgb, entries, classes)):
+            out = _save_path(save_dir, image, taken)
+            drawn = draw_detections(load_image(image, 3), entries, classes)
+            if not cv2.imwrite(str(out), drawn):
                 raise DarkcspError(f"cannot write {out}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 
+from darkcsp.cli import arguments
 from darkcsp.export import TARGETS, export_model
 from darkcsp.export.onnx import export_onnx
+from darkcsp.files import output_dir, output_file
 from darkcsp.network import Darknet
 
 
@@ -25,14 +27,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decoded", action="store_true",
                         help="onnx: decode [yolo] boxes in the graph (OpenCV's layout)")
     parser.add_argument("out_dir", metavar="OUT", help="output directory (.onnx file for onnx)")
+    parser.add_argument("--exist-ok", action="store_true", help="write into an existing, "
+                        "non-empty OUT folder, even the one holding the inputs (the inputs "
+                        "themselves are never replaced)")
+    arguments.add_max_memory(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    inputs = [args.cfg, args.weights]
+    if args.target == "onnx":  # OUT is the .onnx file: checked before the export
+        output_file(args.out_dir, inputs, "OUT")
+    else:
+        output_dir(args.out_dir, inputs, exist_ok=args.exist_ok, what="OUT folder")
     if args.target == "onnx":
-        model = Darknet(args.cfg)
+        model = Darknet(args.cfg, max_memory=args.max_memory)
         model.load_weights(args.weights)
         print(f"wrote {export_onnx(model, args.out_dir, decoded=args.decoded)}")
         return 0
-    cfg_path, weights_path = export_model(args.cfg, args.weights, args.out_dir, args.target)
+    cfg_path, weights_path = export_model(args.cfg, args.weights, args.out_dir, args.target,
+                                            args.max_memory)
     print(f"wrote {cfg_path} and {weights_path}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from darkcsp.export import TARGETS, cfg_text_for
-from darkcsp.files import atomic_write
+from darkcsp.files import atomic_write, output_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,6 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    output_file(args.output, [args.cfg], "-o")  # never the input cfg
     atomic_write(args.output, cfg_text_for(args.cfg, args.target).encode("utf-8"))
     print(f"wrote {args.output}")
     return 0

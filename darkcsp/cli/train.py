@@ -18,12 +18,8 @@ import os
 import sys
 from typing import Sequence
 
+from darkcsp.cli import arguments
 from darkcsp.errors import DarkcspError
-
-QUICK = {"max_batches": 800, "batch": 8, "subdivisions": 1, "size": 128,
-         "learning_rate": 0.002, "anchors": "auto", "classes": "auto"}
-QUICK_SETTINGS = ("net.adam=1", "net.mosaic=0")
-HEADS = ("yolo", "Gaussian_yolo")  # whose multi-scale ``random`` the quick run turns off
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,15 +30,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         ".yaml), overriding the one in --data")
     parser.add_argument("--weights", help="initial .weights (its header's seen resumes the "
                         "schedule unless --clear)")
-    parser.add_argument("--cutoff", type=int, help="load only the first N layers of --weights")
+    parser.add_argument("--cutoff", type=arguments.positive_int, help="load only the first N layers of --weights")
     parser.add_argument("--clear", action="store_true", help="start the schedule at 0 "
                         "whatever --weights says")
-    parser.add_argument("--max-batches", type=int, help="override [net] max_batches")
-    parser.add_argument("--batch", type=int, help="override [net] batch")
-    parser.add_argument("--subdivisions", type=int, help="override [net] subdivisions")
-    parser.add_argument("--size", type=int, help="override [net] width and height")
-    parser.add_argument("--burn-in", type=int, help="override [net] burn_in")
-    parser.add_argument("--learning-rate", "--lr", type=float, dest="learning_rate",
+    parser.add_argument("--max-batches", type=arguments.positive_int, help="override [net] max_batches")
+    parser.add_argument("--batch", type=arguments.positive_int, help="override [net] batch")
+    parser.add_argument("--subdivisions", type=arguments.positive_int, help="override [net] subdivisions")
+    parser.add_argument("--size", type=arguments.positive_int, help="override [net] width and height")
+    parser.add_argument("--burn-in", type=arguments.non_negative_int, help="override [net] burn_in")
+    parser.add_argument("--learning-rate", "--lr", type=arguments.positive_float, dest="learning_rate",
                         help="override [net] learning_rate")
     parser.add_argument("--anchors", help="override every [yolo] anchors: 'auto' (k-means "
                         "on the training labels, as calc_anchors, at the network size), "
@@ -56,83 +52,61 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         dest="settings", help="set a cfg option in every [SECTION] (net: "
                         "the [net] section), e.g. --set net.adam=1 --set yolo.random=0; "
                         "repeatable")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:N or N (default: cuda if available)")
+    parser.add_argument("--threads", type=arguments.thread_count, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--device", type=arguments.device, help="cpu, cuda, cuda:N or N (default: cuda if available)")
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
-                        help="continue from OUT/last.pt (or CKPT) exactly where it stopped")
-    parser.add_argument("--out", help="output folder (default runs/train/<cfg name>)")
-    parser.add_argument("--workers", type=int, help="data loader processes (0: load in "
+                        help="continue the run of CKPT (default: OUT/last.pt, or the newest "
+                        "runs/train/<cfg name>*/last.pt) exactly where it stopped, with its "
+                        "own data and settings (only --max-batches, --device, --workers, "
+                        "--threads, --time-limit and progress/AMP flags may change)")
+    parser.add_argument("--out", help="output folder (default: a new runs/train/<cfg name>, "
+                        "<cfg name>2, ...); it must not hold files unless --exist-ok")
+    parser.add_argument("--exist-ok", action="store_true", help="allow an --out folder that "
+                        "already holds files (a previous run's files there are replaced; the "
+                        "run's inputs never are)")
+    parser.add_argument("--workers", type=arguments.worker_count, help="data loader processes (0: load in "
                         "the main process; default: up to 4 on CUDA, the cores beyond two on "
                         "a CPU run)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--map-every", type=int, help="mAP@0.5 every N iterations (default: "
+    parser.add_argument("--seed", type=arguments.seed, default=0)
+    parser.add_argument("--map-every", type=arguments.positive_int, help="mAP@0.5 every N iterations (default: "
                         "every 4 epochs, at least 100, as Darknet's -map)")
-    parser.add_argument("--map-images", type=int, help="evaluate on at most N validation "
+    parser.add_argument("--map-images", type=arguments.positive_int, help="evaluate on at most N validation "
                         "images")
-    parser.add_argument("--evaluator", choices=("simple", "darknet"), default="simple",
-                        help="simple: darkcsp.train.metrics; darknet: darkcsp.evaluate")
-    parser.add_argument("--save-every", type=int, default=100,
+    parser.add_argument("--save-every", type=arguments.positive_int, default=100,
                         help="write last.pt and <name>_last.weights every N iterations")
-    parser.add_argument("--time-limit", type=float, metavar="MIN",
+    parser.add_argument("--time-limit", type=arguments.positive_float, metavar="MIN",
                         help="stop (and save) after MIN minutes")
     parser.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP "
                         "(CUDA)")
     parser.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--synthetic-train", type=int, default=1024,
+    parser.add_argument("--synthetic-train", type=arguments.positive_int, default=1024,
                         help="synthetic training images")
-    parser.add_argument("--synthetic-valid", type=int, default=128,
+    parser.add_argument("--synthetic-valid", type=arguments.positive_int, default=128,
                         help="synthetic held-out images")
-    parser.add_argument("--synthetic-classes", type=int, default=3, help="1..5 shape classes")
-    parser.add_argument("--synthetic-size", type=int, default=256, help="synthetic image size")
-
-
-def _head_types(cfg: str) -> list[str]:
-    """The detection-head section types in ``cfg`` whose quick defaults apply (a classifier
-    cfg gets none: it needs --data anyway)."""
-    from darkcsp.config.reader import read_cfg
-    present = {section.type for section in read_cfg(cfg)[1:]}
-    return [head for head in HEADS if head in present]
+    parser.add_argument("--synthetic-classes", type=arguments.shape_classes, default=3, help="1..5 shape classes")
+    parser.add_argument("--synthetic-size", type=arguments.synthetic_size, default=256, help="synthetic image size")
+    arguments.add_max_memory(parser)
 
 
 def config_from_args(args: argparse.Namespace):
-    """A :class:`TrainConfig` from parsed arguments (quick defaults for synthetic data)."""
-    from darkcsp.data.synthetic import SyntheticSpec
-    from darkcsp.train.trainer import TrainConfig
+    """A :class:`TrainConfig` from parsed arguments: :func:`darkcsp.train.run.train_config`
+    (quick defaults for synthetic data), the flags passed by their names."""
+    from darkcsp.train.run import train_config
 
-    values = {"max_batches": args.max_batches, "batch": args.batch,
-              "subdivisions": args.subdivisions, "size": args.size,
-              "learning_rate": args.learning_rate, "anchors": args.anchors,
-              "classes": args.classes}
-    burn_in = args.burn_in
-    settings = list(args.settings)
-    heads = _head_types(args.cfg) if args.data is None and not args.resume else []
-    if heads:
-        for key, default in QUICK.items():
-            if values[key] is None and not (key == "classes" and args.weights):
-                values[key] = default  # --weights fixes the heads' shapes: their classes stay
-        if burn_in is None:
-            burn_in = -1  # marker: min(cfg burn_in, max_batches // 10)
-        end = int(values["max_batches"])  # Darknet's advice: steps at 80 % and 90 %
-        quick = list(QUICK_SETTINGS) + [f"{head}.random=0" for head in heads] + [
-            f"net.steps={max(1, int(end * 0.8))},{max(2, int(end * 0.9))}", "net.scales=.1,.1"]
-        given = {item.partition("=")[0].strip() for item in settings}
-        settings = [item for item in quick if item.partition("=")[0] not in given] + settings
-    return TrainConfig(
-        cfg=args.cfg, data=args.data, valid=args.valid, weights=args.weights,
-        cutoff=args.cutoff, clear=args.clear, max_batches=values["max_batches"],
-        batch=values["batch"], subdivisions=values["subdivisions"], size=values["size"],
-        burn_in=burn_in, out=args.out, device=args.device, resume=args.resume,
-        workers=args.workers, seed=args.seed, map_every=args.map_every,
-        save_every=args.save_every, evaluator=args.evaluator, map_images=args.map_images,
-        sync_bn=args.sync_bn, time_limit=args.time_limit,
-        synthetic=SyntheticSpec(train=args.synthetic_train, valid=args.synthetic_valid,
-                                size=args.synthetic_size, classes=args.synthetic_classes,
-                                seed=args.seed),
-        progress=not args.no_progress, amp=False if args.no_amp else None,
-        anchors=values["anchors"], classes=values["classes"],
-        learning_rate=values["learning_rate"],
-        overrides=tuple(settings))
+    return train_config(
+        args.cfg, args.data, valid=args.valid, weights=args.weights, cutoff=args.cutoff,
+        clear=args.clear, max_batches=args.max_batches, batch=args.batch,
+        subdivisions=args.subdivisions, size=args.size, burn_in=args.burn_in,
+        learning_rate=args.learning_rate, anchors=args.anchors, classes=args.classes,
+        settings=args.settings, device=args.device, resume=args.resume, out=args.out,
+        exist_ok=bool(getattr(args, "exist_ok", False)), workers=args.workers, seed=args.seed,
+        map_every=args.map_every, map_images=args.map_images, save_every=args.save_every,
+        time_limit=args.time_limit, sync_bn=args.sync_bn,
+        amp=False if args.no_amp else None, progress=not args.no_progress,
+        synthetic_train=args.synthetic_train, synthetic_valid=args.synthetic_valid,
+        synthetic_classes=args.synthetic_classes, synthetic_size=args.synthetic_size,
+        max_memory=args.max_memory)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -161,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
               f"{result.avg_loss:.4f}, {trainer.metric} {result.last_map:.4f} (best {best}), "
               f"{result.images_per_second:.1f} images/s, {result.stopped}; files in "
               f"{result.out}")
-        if args.data is None and trainer.detector:  # how to look at the result
+        if trainer.config.data is None and trainer.detector:  # how to look at the result
             s, name = trainer.synthetic, trainer.name
             print(f"evaluate: darkcsp synthetic DIR --train {s.train} --valid {s.valid} "
                   f"--classes {s.classes} --size {s.size} --seed {s.seed} && darkcsp map "

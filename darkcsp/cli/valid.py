@@ -17,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from darkcsp.cli import arguments
 from darkcsp.checkpoint import load_model
-from darkcsp.data.darknet import DatasetError, read_data_cfg, read_lines, resolve
+from darkcsp.data.darknet import (DataError, data_classes, data_int, read_data_cfg,
+                                  read_lines, read_names, resolve)
 from darkcsp.evaluate.classifier import (class_of, crop_image, resize_min, top_k,
                                          trunc_div)
 
@@ -27,13 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", help="Darknet .data file (valid=, labels=, classes=, top=)")
     parser.add_argument("cfg", help="Darknet classifier .cfg file")
     parser.add_argument("weights", help=".weights or darkcsp .pt file")
-    parser.add_argument("--top", type=int, default=None, help="k of top-k (default: top= of "
+    parser.add_argument("--top", type=arguments.positive_int, default=None, help="k of top-k (default: top= of "
                                                               "the .data file, else 1)")
-    parser.add_argument("--limit", type=int, default=None, metavar="N",
+    parser.add_argument("--limit", type=arguments.positive_int, default=None, metavar="N",
                         help="evaluate only the first N images")
     parser.add_argument("--metrics-json", metavar="OUT", default=None,
                         help="write {top1, topk, k, images} (fractions) as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    arguments.add_max_memory(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,21 +45,25 @@ def run(args: argparse.Namespace) -> int:
 
     from darkcsp.infer.preprocess import load_image
 
+    if args.metrics_json is not None:  # before the work, never onto an input
+        from darkcsp.files import output_file
+        output_file(args.metrics_json, [args.data, args.cfg, args.weights], "--metrics-json")
     data = read_data_cfg(args.data)
-    labels = read_lines(resolve(data.get("labels", "data/labels.list"), args.data))
-    paths = read_lines(resolve(data.get("valid", "data/train.list"), args.data))
+    labels = read_names(resolve(data.get("labels", "data/labels.list"), args.data))
+    valid_list = resolve(data.get("valid", "data/train.list"), args.data)
+    paths = read_lines(valid_list)  # as listed: a class is found in the path as written
     if args.limit is not None:
         paths = paths[: args.limit]
     if not paths:
-        raise DatasetError("the valid list is empty")
-    classes = int(data.get("classes", "2"))
-    k = min(args.top if args.top is not None else int(data.get("top", "1")), classes)
-    model = load_model(args.cfg, args.weights)
+        raise DataError("the valid list is empty")
+    classes = data_classes(data, args.data, 2)
+    k = min(args.top if args.top is not None else data_int(data, "top", args.data, 1), classes)
+    model = load_model(args.cfg, args.weights, max_memory=args.max_memory)
     net = model.net
     hits1 = hitsk = 0
     for path in tqdm(paths, desc="valid", unit="img", disable=args.quiet, file=sys.stderr):
         truth = class_of(path, labels)
-        img = resize_min(load_image(resolve(path, args.data), 3), net.width)
+        img = resize_min(load_image(resolve(path, args.data, valid_list.parent), 3), net.width)
         crop = crop_image(img, trunc_div(img.shape[1] - net.width, 2),
                           trunc_div(img.shape[0] - net.height, 2), net.width, net.height)
         # Darknet hands the 3-plane image to the net, which reads its first `channels` planes

@@ -7,6 +7,7 @@ missing required key and warning once about every key nobody declared.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
@@ -16,6 +17,25 @@ Default = Any  # a value, or a callable taking the values parsed so far (e.g. si
 
 KINDS = ("int", "float", "str", "ints", "floats")
 INT_MIN, INT_MAX = -2 ** 31, 2 ** 31 - 1  # Darknet's atoi gives a C int
+
+# What C's atoi and atof read: leading blanks, then the longest numeric prefix; the rest of the
+# text is ignored. Darknet (and OpenCV's importer) read every option that way, so ``1e1`` is the
+# integer 1 and ``1_6`` is 1 there, whatever Python's int()/float() would say.
+_ATOI_PREFIX = re.compile(r"\s*([+-]?\d+)")
+_ATOF_PREFIX = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)")
+_ATOF_SPECIAL = re.compile(r"\s*([+-]?(?:inf(?:inity)?|nan))", re.IGNORECASE)
+
+
+def c_number_prefix(text: str, kind: str) -> tuple[str, str] | None:
+    """(numeric prefix, ignored rest) of ``text`` as C's atoi (``kind="int"``) or atof reads
+    it, or None when it starts with no number at all."""
+    if kind == "int":
+        match = _ATOI_PREFIX.match(text)
+    else:
+        match = _ATOF_PREFIX.match(text) or _ATOF_SPECIAL.match(text)
+    if match is None:
+        return None
+    return match.group(1), text[match.end():]
 
 
 @dataclass(frozen=True)
@@ -55,20 +75,24 @@ class Option:
     def _scalar(self, kind: str, text: str, section: Section) -> Any:
         if kind == "str":
             return text
-        try:
-            number = float(text)
-        except ValueError:
+        parsed = c_number_prefix(text, kind)
+        if parsed is None:
             raise section.error(f"expected {'an integer' if kind == 'int' else 'a number'}, "
-                                f"got {text!r}", self.name) from None
-        if not math.isfinite(number):
-            raise section.error(f"expected a finite number, got {text!r}", self.name)
+                                f"got {text!r}", self.name)
+        prefix, rest = parsed
+        if rest.strip():
+            section.warn(f"{text!r} is read as {prefix} (Darknet and OpenCV read numbers with C's "
+                         f"{'atoi' if kind == 'int' else 'atof'}, which stops at {rest!r})",
+                         self.name)
         if kind == "int":
-            if not number.is_integer():
-                raise section.error(f"expected an integer, got {text!r}", self.name)
-            if not INT_MIN <= number <= INT_MAX:
+            value = int(prefix)
+            if not INT_MIN <= value <= INT_MAX:
                 raise section.error(f"{text} is out of range: Darknet reads integers as 32-bit "
                                     "C ints", self.name)
-            return int(number)
+            return value
+        number = float(prefix)
+        if not math.isfinite(number):
+            raise section.error(f"expected a finite number, got {text!r}", self.name)
         return number
 
     def _check_range(self, value: Any, section: Section) -> None:

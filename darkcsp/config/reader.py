@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Union
 
 from darkcsp.errors import CfgError, CfgWarning
+from darkcsp.files import FileRefused, regular_file
 
 _WHITESPACE = str.maketrans("", "", " \t\r\n\v\f")
 
@@ -84,6 +85,7 @@ def _format_value(value: object) -> str:
 def parse_cfg(text: str, source: str = "<cfg>") -> list[Section]:
     """Split cfg text into sections. The first must be ``[net]`` or ``[network]``."""
     sections: list[Section] = []
+    text = text[1:] if text.startswith("\ufeff") else text  # a UTF-8 BOM (Windows editors)
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.translate(_WHITESPACE)
         if not line or line[0] in "#;":
@@ -137,6 +139,11 @@ def read_cfg(cfg: CfgSource) -> list[Section]:
     or a ``[``)."""
     if isinstance(cfg, os.PathLike) or ("\n" not in cfg and "[" not in cfg):
         path = Path(cfg)
+        try:
+            if os.path.lexists(path):  # (a missing file: the OSError below says so)
+                regular_file(path, "cfg file")  # a fifo would hang the reader
+        except FileRefused as exc:
+            raise CfgError(f"cannot read cfg file: {exc}", source=str(path), line=0) from None
         try:
             text = path.read_text(encoding="utf-8", errors="replace")
         except OSError as exc:

@@ -3,22 +3,22 @@ synthetic set.
 
 Why one small interface (:class:`DetectionSource`): the loader, the augmentations and the mAP
 helper only need "how many images, load image i, the labels of image i, a name for image i".
-Label files are read and checked once, up front, so that a bad row is reported once (with its
-file name), skipped and counted, never discovered mid-epoch. Images are decoded lazily; one that
+Label files are read and checked once, up front, by :mod:`darkcsp.data.darknet` (the one home
+of Darknet's data-file rules), so that a bad row is reported once (with its file:line),
+skipped and counted, never discovered mid-epoch. Images are decoded lazily; one that
 cannot be decoded is reported once, replaced by another image and counted (see
 :class:`DataReport`).
 
-Label rows are ``class x y w h`` relative to the image. A row is skipped (and counted) when it
-is malformed, its class id is outside ``0..classes-1``, or its box is outside the image the
-way Darknet's ``fill_truth_detection`` rejects it (x or y not in (0, 1], w or h <= 0);
-w or h above 1 is clipped to 1 as Darknet does (also counted).
+Label rows follow :func:`darkcsp.data.darknet.check_labels` for every source (Darknet files,
+COCO JSON, data.yaml). A COCO JSON or data.yaml that is not of its format's shape is one
+:class:`DataError` naming the file and the key.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-from collections import Counter
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
@@ -27,47 +27,25 @@ import cv2
 import numpy as np
 import yaml
 
-from darkcsp.errors import DarkcspError
+from darkcsp.data.darknet import (DataError, DataReport, DatasetError, Labels, check_labels,
+                                  data_classes, label_path, read_data_cfg, read_label_file,
+                                  read_labels, read_list, read_names, read_text, resolve)
 from darkcsp.data.synthetic import SyntheticShapes, SyntheticSpec
+from darkcsp.images import ImageError, check_image_file
 
 LOG = logging.getLogger("darkcsp.train")
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
-
-class DataError(DarkcspError):
-    """A data file (``.data``, list, JSON, YAML) cannot be used at all."""
-
-
-@dataclass
-class DataReport:
-    """Problems found in the data: counts per kind, each file reported (logged) once."""
-
-    counts: Counter = field(default_factory=Counter)
-    files: dict[str, set[str]] = field(default_factory=dict)
-
-    def add(self, kind: str, name: str, detail: str = "") -> None:
-        """Count one problem of ``kind`` in ``name``; log it the first time ``name`` shows
-        this kind."""
-        self.counts[kind] += 1
-        seen = self.files.setdefault(kind, set())
-        if name not in seen:
-            seen.add(name)
-            LOG.warning("%s: %s%s", name, kind.replace("_", " "), f" ({detail})" if detail else "")
-
-    @property
-    def bad_images(self) -> int:
-        return len(self.files.get("bad_image", ()))
-
-    @property
-    def bad_labels(self) -> int:
-        return sum(n for k, n in self.counts.items() if k != "bad_image" and k != "missing_label")
-
-    def summary(self) -> str:
-        if not self.counts:
-            return "no data problems"
-        return ", ".join(f"{kind.replace('_', ' ')}: {n}"
-                         for kind, n in sorted(self.counts.items()))
+# the Darknet rules live in darknet.py; these names stay importable from here
+image_to_label_path = label_path
+read_darknet_data = read_data_cfg
+__all__ = ["DataError", "DatasetError", "DataReport", "Labels", "check_labels", "read_labels",
+           "read_label_file", "image_to_label_path", "label_path", "read_darknet_data",
+           "read_data_cfg", "read_list", "read_names", "resolve", "IMAGE_EXTS", "read_image",
+           "yolo_label_path", "DetectionSource", "FileSource", "SyntheticSource", "DataSpec",
+           "open_darknet_data", "open_coco_json", "open_yolo_yaml", "synthetic_data",
+           "open_data", "load_boxes"]
 
 
 class DetectionSource(Protocol):
@@ -89,6 +67,10 @@ class DetectionSource(Protocol):
 
 def read_image(path: str) -> np.ndarray | None:
     """uint8 RGB image, or None if OpenCV cannot decode it (missing, truncated, not an image)."""
+    try:
+        check_image_file(path)  # a regular file within the pixel limit (header read first)
+    except ImageError:
+        return None
     data = np.fromfile(path, dtype=np.uint8) if os.path.isfile(path) else None
     if data is None or data.size == 0:
         return None
@@ -96,92 +78,6 @@ def read_image(path: str) -> np.ndarray | None:
     if img is None:
         return None
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
-def check_labels(rows: np.ndarray, classes: int, name: str, report: DataReport) -> np.ndarray:
-    """Keep the rows Darknet would train on; count and report the others."""
-    if rows.size == 0:
-        return np.zeros((0, 5), dtype=np.float32)
-    rows = rows.astype(np.float32).reshape(-1, 5)
-    keep = np.ones(len(rows), dtype=bool)
-    cls = rows[:, 0]
-    bad_class = (cls < 0) | (cls >= classes) | (cls != np.floor(cls))
-    for c in np.unique(cls[bad_class]):
-        report.add("bad_class_id", name, f"class id {c:g} is not in 0..{classes - 1}")
-    report.counts["bad_class_id"] += max(int(bad_class.sum()) - len(np.unique(cls[bad_class])), 0)
-    keep &= ~bad_class
-    x, y, w, h = rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4]
-    finite = np.isfinite(rows).all(axis=1)
-    out = ~finite | (x <= 0) | (x > 1) | (y <= 0) | (y > 1) | (w <= 0) | (h <= 0)
-    out &= keep
-    if out.any():
-        first = rows[np.argmax(out)]
-        report.add("label_out_of_range", name,
-                   f"{int(out.sum())} box(es), e.g. x={first[1]:g} y={first[2]:g} "
-                   f"w={first[3]:g} h={first[4]:g}")
-        report.counts["label_out_of_range"] += int(out.sum()) - 1
-    keep &= ~out
-    big = keep & ((w > 1) | (h > 1))
-    if big.any():
-        report.add("label_clipped", name, f"{int(big.sum())} box(es) wider or taller than the "
-                   "image, clipped to 1")
-        rows[big, 3] = np.minimum(rows[big, 3], 1)
-        rows[big, 4] = np.minimum(rows[big, 4], 1)
-    return rows[keep]
-
-
-def read_label_file(path: str, classes: int, report: DataReport) -> np.ndarray:
-    """Rows of a YOLO/Darknet label file, checked (a missing file means no objects, as in
-    Darknet, and is counted)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        report.add("missing_label", path)
-        return np.zeros((0, 5), dtype=np.float32)
-    except OSError as exc:
-        report.add("missing_label", path, exc.strerror or str(exc))
-        return np.zeros((0, 5), dtype=np.float32)
-    rows = []
-    bad = 0
-    for line in text.splitlines():
-        parts = line.split()
-        if not parts:
-            continue
-        try:
-            values = [float(p) for p in parts[:5]]
-        except ValueError:
-            values = []
-        if len(values) != 5:
-            bad += 1
-            continue
-        rows.append(values)
-    if bad:
-        report.add("malformed_label_line", path, f"{bad} line(s) are not 'class x y w h'")
-        report.counts["malformed_label_line"] += bad - 1
-    return check_labels(np.asarray(rows, dtype=np.float32).reshape(-1, 5), classes, path, report)
-
-
-def image_to_label_path(path: str) -> str:
-    """Darknet's ``replace_image_to_label``: a few COCO/VOC folder swaps, then the image
-    extension becomes ``.txt`` (labels otherwise live beside the images)."""
-    out = path
-    for orig, rep in (("/images/train2017/", "/labels/train2017/"),
-                      ("/images/val2017/", "/labels/val2017/"),
-                      ("/JPEGImages/", "/labels/"),
-                      ("\\images\\train2017\\", "\\labels\\train2017\\"),
-                      ("\\images\\val2017\\", "\\labels\\val2017\\"),
-                      ("\\images\\train2014\\", "\\labels\\train2014\\"),
-                      ("\\images\\val2014\\", "\\labels\\val2014\\"),
-                      ("/images/train2014/", "/labels/train2014/"),
-                      ("/images/val2014/", "/labels/val2014/"),
-                      ("\\JPEGImages\\", "\\labels\\")):
-        out = out.replace(orig, rep, 1)
-    out = out.strip()
-    for ext in (".jpg", ".JPG", ".jpeg", ".JPEG", ".png", ".PNG", ".bmp", ".BMP", ".ppm",
-                ".PPM", ".tiff", ".TIFF"):
-        if out.endswith(ext):
-            out = out[:-len(ext)] + ".txt"
-    return out
 
 
 def yolo_label_path(path: str) -> str:
@@ -199,12 +95,16 @@ class FileSource:
 
     def __init__(self, images: Sequence[str], names: Sequence[str], classes: int,
                  label_rows: Callable[[int, DataReport], np.ndarray],
-                 report: DataReport | None = None) -> None:
+                 report: DataReport | None = None, progress: bool = False) -> None:
+        from tqdm import tqdm
+
         self.paths = list(images)
         self.names = list(names)
         self.classes = classes
         self.report = report if report is not None else DataReport()
-        self._labels = [label_rows(i, self.report) for i in range(len(self.paths))]
+        self._labels = [label_rows(i, self.report)
+                        for i in tqdm(range(len(self.paths)), desc="labels", unit="img",
+                                      disable=not progress, file=sys.stderr)]
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -252,52 +152,31 @@ class DataSpec:
     report: DataReport = field(default_factory=DataReport)
 
 
-def _read_names(path: str | None, classes: int | None) -> list[str]:
-    if path and os.path.isfile(path):
-        names = [n.strip() for n in Path(path).read_text(encoding="utf-8").splitlines()
-                 if n.strip()]
-        if classes is not None and len(names) < classes:
-            names += [str(i) for i in range(len(names), classes)]
-        return names[:classes] if classes is not None else names
+def _names(options: dict[str, str], data_file: str | os.PathLike,
+           classes: int | None) -> list[str]:
+    """The class names of a ``.data`` file, ``classes`` long when that is known: ``names=``
+    (read with :func:`read_names`), padded with numbers or cut to ``classes``. Darknet's
+    ``detector train`` never reads ``names=``, so a missing names file only costs the names."""
+    names: list[str] = []
+    if "names" in options:
+        names_path = resolve(options["names"], data_file)
+        if names_path.exists():
+            names = read_names(names_path)
+        elif classes is not None:
+            LOG.warning("%s: names=%s not found; the classes are numbered",
+                        os.fspath(data_file), options["names"])
+        else:
+            raise DataError(f"{os.fspath(data_file)}: names={options['names']}: no such file, "
+                            "and no classes= to size the class list")
+    elif classes is None:
+        raise DataError(f"{os.fspath(data_file)}: no names= and no classes= to size the class "
+                        "list")
     if classes is None:
-        raise DataError(f"no names file ({path}) and no classes= to size the class list")
-    return [str(i) for i in range(classes)]
-
-
-def _resolve(path: str, *bases: Path) -> str:
-    """``path`` as given if it exists (Darknet resolves against the working directory), else
-    against each of ``bases``."""
-    if os.path.isabs(path) or os.path.exists(path):
-        return path
-    for base in bases:
-        candidate = base / path
-        if candidate.exists():
-            return str(candidate)
-    return path
-
-
-def read_list(path: str, *bases: Path) -> list[str]:
-    list_path = Path(_resolve(path, *bases))
-    try:
-        lines = list_path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise DataError(f"cannot read the image list {list_path}: {exc.strerror or exc}") from exc
-    return [_resolve(line.strip(), list_path.parent, *bases) for line in lines if line.strip()]
-
-
-def read_darknet_data(path: str | os.PathLike) -> dict[str, str]:
-    """``key = value`` lines of a Darknet ``.data`` file (``#`` comments allowed)."""
-    options: dict[str, str] = {}
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if "=" in line:
-            key, value = line.split("=", 1)
-            options[key.strip()] = value.strip()
-    return options
+        if not names:
+            raise DataError(f"{os.fspath(data_file)}: names={options['names']} lists no names "
+                            "and there is no classes=")
+        return names
+    return (names + [str(i) for i in range(len(names), classes)])[:classes]
 
 
 def _limit(n: int, max_classes: int | None) -> int:
@@ -305,126 +184,209 @@ def _limit(n: int, max_classes: int | None) -> int:
     return n if max_classes is None else min(n, max_classes)
 
 
+def _label_rows(images: Sequence[str], rule: Callable[[str], str],
+                classes: int) -> Callable[[int, DataReport], np.ndarray]:
+    return lambda i, rep: read_label_file(rule(images[i]), classes, rep)
+
+
 def open_darknet_data(path: str | os.PathLike, classes: int | None = None,
-                      max_classes: int | None = None) -> DataSpec:
-    """``train=``, ``valid=``, ``names=``, ``classes=``, ``backup=`` of a ``.data`` file;
-    labels found by Darknet's images->labels path rule."""
-    options = read_darknet_data(path)
-    base = Path(path).resolve().parent
+                      max_classes: int | None = None, valid: bool = True,
+                      progress: bool = False) -> DataSpec:
+    """``train=``, ``valid=`` (unless ``valid`` is False), ``names=``, ``classes=``,
+    ``backup=`` of a ``.data`` file; labels found by Darknet's images->labels path rule.
+    ``classes`` is used when the file has no ``classes=`` line."""
+    options = read_data_cfg(path)
     if "train" not in options:
-        raise DataError(f"{path}: no train= line")
-    n = int(options["classes"]) if "classes" in options else classes
-    names = _read_names(_resolve(options["names"], base) if "names" in options else None, n)
+        raise DataError(f"{os.fspath(path)}: no train= line")
+    n = data_classes(options, path, classes)
+    names = _names(options, path, n)
     n = len(names) if n is None else n
     check = _limit(n, max_classes)
     report = DataReport()
 
-    def source(list_file: str) -> FileSource:
-        images = read_list(list_file, base)
-        return FileSource(images, names, n,
-                          lambda i, rep: read_label_file(image_to_label_path(images[i]), check,
-                                                         rep), report)
+    def source(key: str) -> FileSource:
+        images = read_list(resolve(options[key], path), path)
+        return FileSource(images, names, n, _label_rows(images, label_path, check), report,
+                          progress)
 
-    train = source(options["train"])
-    valid = source(options["valid"]) if options.get("valid") else None
-    return DataSpec(train, valid, names, options.get("backup"), report)
+    train = source("train")
+    valid_set = source("valid") if valid and options.get("valid") else None
+    return DataSpec(train, valid_set, names, options.get("backup"), report)
+
+
+def load_boxes(data_file: str | os.PathLike, quiet: bool = True
+               ) -> tuple[np.ndarray, np.ndarray, int, DataReport]:
+    """What ``darkcsp anchors`` clusters: the relative (w, h) and class ids of the rows of the
+    ``train=`` list that training would use (bad rows skipped and reported as in training),
+    the number of classes and the report."""
+    spec = open_darknet_data(data_file, valid=False, progress=not quiet)
+    rows = [spec.train.labels(i) for i in range(len(spec.train))]
+    table = np.concatenate(rows) if rows else np.zeros((0, 5), np.float32)
+    return (table[:, 3:5].copy(), table[:, 0].astype(np.int64), spec.train.classes,
+            spec.report)
+
+
+def _coco_error(path: Path, key: str, why: str) -> DataError:
+    return DataError(f"COCO JSON {path}: {key}: {why}")
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def open_coco_json(path: str | os.PathLike, image_root: str | os.PathLike | None = None,
                    report: DataReport | None = None,
                    max_classes: int | None = None) -> FileSource:
     """A COCO ``instances_*.json``: boxes [x, y, w, h] in pixels become relative YOLO rows;
-    categories are numbered in increasing id order; ``iscrowd`` boxes are left out."""
+    categories are numbered in increasing id order; ``iscrowd`` boxes are left out. A document
+    that is not COCO's shape is an error naming the file and the key."""
     path = Path(path)
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read COCO JSON {path}: {exc}") from exc
-    cats = sorted(doc.get("categories", []), key=lambda c: c["id"])
+        doc = json.loads(read_text(path, "COCO JSON"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"COCO JSON {path}: not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise _coco_error(path, "(top level)", f"expected an object with images, annotations "
+                          f"and categories, got a {type(doc).__name__}")
+    fields = {}
+    for key in ("images", "annotations", "categories"):
+        fields[key] = doc.get(key, [])
+        if not isinstance(fields[key], list) or \
+                not all(isinstance(item, dict) for item in fields[key]):
+            raise _coco_error(path, key, "expected a list of objects")
+    for k, cat in enumerate(fields["categories"]):
+        if not isinstance(cat.get("id"), int) or isinstance(cat.get("id"), bool):
+            raise _coco_error(path, f"categories[{k}].id", f"expected an integer, got "
+                              f"{cat.get('id')!r}")
+    cats = sorted(fields["categories"], key=lambda c: c["id"])
     cat_index = {c["id"]: i for i, c in enumerate(cats)}
     names = [str(c.get("name", c["id"])) for c in cats]
-    images = doc.get("images", [])
-    by_image: dict[int, list[list[float]]] = {img["id"]: [] for img in images}
+    images = fields["images"]
     report = report if report is not None else DataReport()
     roots = [Path(image_root)] if image_root else [path.parent, path.parent / "images",
                                                    path.parent.parent / "images"]
-    paths, sizes = [], []
-    for img in images:
-        file_name = img["file_name"]
+    paths, sizes, index_of = [], [], {}
+    for k, img in enumerate(images):
+        file_name, image_key = img.get("file_name"), img.get("id")
+        if not isinstance(file_name, str) or not file_name:
+            raise _coco_error(path, f"images[{k}].file_name", f"expected a file name, got "
+                              f"{file_name!r}")
+        if not isinstance(image_key, (int, str)) or isinstance(image_key, bool):
+            raise _coco_error(path, f"images[{k}].id", f"expected an id, got {image_key!r}")
+        width, height = img.get("width", 0), img.get("height", 0)
+        if not _number(width) or not _number(height):
+            raise _coco_error(path, f"images[{k}].width/height", f"expected numbers, got "
+                              f"{width!r}, {height!r}")
         found = next((str(r / file_name) for r in roots if (r / file_name).exists()),
                      str(roots[0] / file_name))
         paths.append(found)
-        sizes.append((float(img.get("width", 0)), float(img.get("height", 0))))
-    index_of = {img["id"]: k for k, img in enumerate(images)}
-    for ann in doc.get("annotations", []):
-        if ann.get("iscrowd", 0) or ann.get("image_id") not in by_image:
+        sizes.append((float(width), float(height)))
+        index_of[image_key] = k
+    by_image: list[list[list[float]]] = [[] for _ in images]
+    for j, ann in enumerate(fields["annotations"]):
+        image_key = ann.get("image_id")
+        if ann.get("iscrowd", 0) or not isinstance(image_key, (int, str)) or \
+                image_key not in index_of:
             continue
-        k = index_of[ann["image_id"]]
+        box = ann.get("bbox")
+        if not isinstance(box, list) or len(box) != 4 or not all(_number(v) for v in box):
+            raise _coco_error(path, f"annotations[{j}].bbox", f"expected [x, y, w, h] in "
+                              f"pixels, got {box!r}")
+        k = index_of[image_key]
         iw, ih = sizes[k]
-        x, y, w, h = (float(v) for v in ann["bbox"])
-        cls = cat_index.get(ann.get("category_id"), -1)
+        x, y, w, h = (float(v) for v in box)
+        category = ann.get("category_id")
+        cls = cat_index.get(category, -1) if isinstance(category, int) else -1
         if iw <= 0 or ih <= 0:
             report.add("label_out_of_range", paths[k], "the image has no width/height in the "
                        "JSON")
             continue
-        by_image[ann["image_id"]].append([cls, (x + w / 2) / iw, (y + h / 2) / ih, w / iw, h / ih])
-    rows = [np.asarray(by_image[img["id"]], dtype=np.float32).reshape(-1, 5) for img in images]
+        by_image[k].append([cls, (x + w / 2) / iw, (y + h / 2) / ih, w / iw, h / ih])
+    rows = [np.asarray(r, dtype=np.float64).reshape(-1, 5) for r in by_image]
     check = _limit(len(names), max_classes)
     return FileSource(paths, names, len(names),
                       lambda i, rep: check_labels(rows[i], check, paths[i], rep), report)
 
 
-def _yaml_images(entry: str | Sequence[str], root: Path) -> list[str]:
+def _yaml_images(entry: object, root: Path, path: Path, key: str) -> list[str]:
     """A data.yaml ``train:``/``val:`` entry: a folder, a .txt list or a list of either."""
-    entries = [entry] if isinstance(entry, str) else list(entry)
+    entries = [entry] if isinstance(entry, str) else entry
+    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        raise DataError(f"data.yaml {path}: {key}: expected a path or a list of paths, got "
+                        f"{entry!r}")
     out: list[str] = []
     for item in entries:
         p = Path(item) if os.path.isabs(item) else root / item
         if p.is_dir():
             out += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS)
         elif p.suffix == ".txt":
-            out += read_list(str(p), p.parent, root)
+            out += read_list(p, None)
         elif p.exists():
             out.append(str(p))
         else:
-            raise DataError(f"data.yaml entry {item!r}: {p} does not exist")
+            raise DataError(f"data.yaml {path}: {key}: {item!r}: {p} does not exist")
     return out
+
+
+def _yaml_names(doc: dict, path: Path) -> list[str]:
+    """``names:`` as a list, or ``{id: name}`` with integer ids (gaps are numbered)."""
+    field_ = doc.get("names")
+    if field_ is None:
+        return []
+    if isinstance(field_, list):
+        return [str(n) for n in field_]
+    if isinstance(field_, dict):
+        bad = [k for k in field_ if not isinstance(k, int) or isinstance(k, bool) or k < 0]
+        if bad:
+            raise DataError(f"data.yaml {path}: names: keys must be class ids 0, 1, ..., got "
+                            f"{bad[0]!r}")
+        return [str(field_.get(i, i)) for i in range(max(field_) + 1)] if field_ else []
+    raise DataError(f"data.yaml {path}: names: expected a list or {{id: name}}, got "
+                    f"{field_!r}")
 
 
 def open_yolo_yaml(path: str | os.PathLike, max_classes: int | None = None) -> DataSpec:
     """A YOLOv5/v8 ``data.yaml``: ``path`` (root), ``train``, ``val``, ``names`` (list or
-    {id: name}), ``nc``; labels by the /images/ -> /labels/ rule."""
+    {id: name}), ``nc``; labels by the /images/ -> /labels/ rule (:func:`yolo_label_path`). A
+    file that is not of that shape is an error naming the file and the key."""
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from exc
-    root = Path(doc.get("path") or path.parent)
+        doc = yaml.safe_load(read_text(path, "data.yaml"))
+    except yaml.YAMLError as exc:
+        raise DataError(f"data.yaml {path}: not YAML: {exc}") from None
+    doc = {} if doc is None else doc
+    if not isinstance(doc, dict):
+        raise DataError(f"data.yaml {path}: expected a mapping (path, train, val, names, nc), "
+                        f"got a {type(doc).__name__}")
+    root_field = doc.get("path") or path.parent
+    if not isinstance(root_field, (str, Path)):
+        raise DataError(f"data.yaml {path}: path: expected a folder, got {root_field!r}")
+    root = Path(root_field)
     if not root.is_absolute():
         root = (path.parent / root).resolve()
-    names_field = doc.get("names")
-    if isinstance(names_field, dict):
-        names = [str(names_field[k]) for k in sorted(names_field)]
-    elif names_field:
-        names = [str(n) for n in names_field]
-    else:
-        names = [str(i) for i in range(int(doc.get("nc", 0)))]
-    classes = int(doc.get("nc", len(names)))
+    names = _yaml_names(doc, path)
+    nc = doc.get("nc", len(names))
+    if not isinstance(nc, int) or isinstance(nc, bool):
+        raise DataError(f"data.yaml {path}: nc: expected an integer, got {nc!r}")
+    if nc <= 0:
+        raise DataError(f"data.yaml {path}: nc/names: needs at least 1 class")
+    classes = nc
     names = (names + [str(i) for i in range(len(names), classes)])[:classes]
     if "train" not in doc:
-        raise DataError(f"{path}: no train: entry")
+        raise DataError(f"data.yaml {path}: train: missing")
     report = DataReport()
+    check = _limit(classes, max_classes)
 
-    def source(entry: str | Sequence[str]) -> FileSource:
-        images = _yaml_images(entry, root)
-        return FileSource(images, names, classes,
-                          lambda i, rep: read_label_file(yolo_label_path(images[i]),
-                                                         _limit(classes, max_classes), rep),
+    def source(entry: object, key: str) -> FileSource:
+        images = _yaml_images(entry, root, path, key)
+        return FileSource(images, names, classes, _label_rows(images, yolo_label_path, check),
                           report)
 
-    valid_entry = doc.get("val") or doc.get("valid")
-    return DataSpec(source(doc["train"]), source(valid_entry) if valid_entry else None, names,
-                    None, report)
+    valid_key = "val" if doc.get("val") else "valid"
+    valid_entry = doc.get(valid_key)
+    return DataSpec(source(doc["train"], "train"),
+                    source(valid_entry, valid_key) if valid_entry else None, names, None,
+                    report)
 
 
 def synthetic_data(spec: SyntheticSpec | None = None) -> DataSpec:
@@ -458,11 +420,10 @@ def open_data(path: str | os.PathLike | None, classes: int | None = None,
         if vsuffix == ".json":
             spec.valid = open_coco_json(valid, report=spec.report, max_classes=max_classes)
         elif vsuffix == ".txt":
-            images = read_list(str(valid))
+            images = read_list(valid)
             n = _limit(len(spec.names), max_classes)
-            spec.valid = FileSource(images, spec.names, n,
-                                    lambda i, rep: read_label_file(image_to_label_path(images[i]),
-                                                                   n, rep), spec.report)
+            spec.valid = FileSource(images, spec.names, n, _label_rows(images, label_path, n),
+                                    spec.report)
         else:
             spec.valid = open_data(valid, classes, max_classes=max_classes).train
     if len(spec.train) == 0:

@@ -5,21 +5,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from darkcsp.budget import AUTO, MaxMemory
 from darkcsp.errors import CfgError
 from darkcsp.export.darknet import export_darknet, lowered_cfg_text
 from darkcsp.export.opencv import export_opencv, opencv_cfg_text
+from darkcsp.files import output_file
 
 TARGETS = ("darknet", "opencv")
 
 
 def export_model(cfg: str | Path, weights: str | Path | None, out_dir: str | Path,
-                 target: str = "darknet") -> tuple[Path, Path]:
-    """Write ``<name>.cfg`` and ``<name>.weights`` for ``target`` (darknet or opencv)."""
+                 target: str = "darknet", max_memory: MaxMemory = AUTO) -> tuple[Path, Path]:
+    """Write ``<name>.cfg`` and ``<name>.weights`` for ``target`` (darknet or opencv); neither
+    may be one of the inputs (checked before any work)."""
+    name = Path(cfg).stem
+    inputs = [cfg] + ([weights] if weights is not None else [])
+    for suffix in (".cfg", ".weights"):
+        output_file(Path(out_dir) / f"{name}{suffix}", inputs)
     if target == "opencv":
-        return export_opencv(cfg, weights, out_dir)
+        return export_opencv(cfg, weights, out_dir, max_memory)
     if target != "darknet":
         raise CfgError(f"unknown export target {target!r}; use one of {', '.join(TARGETS)}")
-    return export_darknet(cfg, weights, out_dir)
+    return export_darknet(cfg, weights, out_dir, max_memory)
 
 
 def cfg_text_for(cfg: str | Path, target: str = "darknet") -> str:

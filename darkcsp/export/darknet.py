@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from darkcsp.budget import AUTO, MaxMemory
 from darkcsp.config.writer import format_cfg
 from darkcsp.graph import Graph
 from darkcsp.lower import load_graph
@@ -26,12 +27,12 @@ def lowered_cfg_text(cfg: str | Path) -> str:
     return graph_cfg_text(load_graph(str(cfg)), cfg, "darknet")
 
 
-def export_darknet(cfg: str | Path, weights: str | Path | None, out_dir: str | Path
-                   ) -> tuple[Path, Path]:
+def export_darknet(cfg: str | Path, weights: str | Path | None, out_dir: str | Path,
+                   max_memory: MaxMemory = AUTO) -> tuple[Path, Path]:
     """Write ``<name>.cfg`` and ``<name>.weights`` (Darknet's own reader) into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = Darknet(str(cfg))
+    model = Darknet(str(cfg), max_memory=max_memory)
     if weights is not None:
         model.load_weights(str(weights))
     name = Path(cfg).stem

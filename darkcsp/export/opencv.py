@@ -3,8 +3,8 @@
 The importer (``cv2.dnn.readNetFromDarknet``; OpenCV 5 removed it) silently misreads a good part
 of what Darknet computes: ``maxpool_depth``, weighted and multi-``from`` shortcuts, grouped
 multi-input routes, different defaults for ``[maxpool]`` and ``[upsample]``, BN eps 1e-6, and it
-rejects ``[batchnorm]``, ``[activation]``, ``[local_avgpool]`` outright (the OpenCV digest,
-opencv.md sections 2, 4 and 10, lists them).
+rejects ``[batchnorm]``, ``[activation]``, ``[local_avgpool]`` outright (its cfg reader stops on
+a section type it does not know).
 
 Why two passes: the dialect lowers to Darknet primitives first (that cfg *is* the model and its
 ``.weights``); this second pass then rewrites each primitive for OpenCV, so the dialect macros never
@@ -30,6 +30,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from darkcsp.budget import AUTO, MaxMemory
 from darkcsp.config.reader import Section
 from darkcsp.errors import CfgError
 from darkcsp.graph import Graph, GraphBuilder
@@ -301,14 +302,14 @@ def opencv_cfg_text(cfg: str | Path) -> str:
     return graph_cfg_text(lower_for_opencv(load_graph(str(cfg))).graph, cfg, "opencv")
 
 
-def export_opencv(cfg: str | Path, weights: str | Path | None, out_dir: str | Path
-                  ) -> tuple[Path, Path]:
+def export_opencv(cfg: str | Path, weights: str | Path | None, out_dir: str | Path,
+                  max_memory: MaxMemory = AUTO) -> tuple[Path, Path]:
     """Write ``<name>.cfg`` and ``<name>.weights`` for OpenCV 4.x into ``out_dir``.
 
     Both passes run on the model itself: the Darknet lowering with its weights loaded, then the
     OpenCV form, whose weights are filled from it (:func:`opencv_model`).
     """
-    model = Darknet(str(cfg))
+    model = Darknet(str(cfg), max_memory=max_memory)
     if weights is not None:
         model.load_weights(str(weights))
     plan = lower_for_opencv(model.layer_graph)

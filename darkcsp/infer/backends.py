@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from darkcsp.checkpoint import convert
 from darkcsp.errors import DarkcspError
 from darkcsp.export.onnx import INPUT_NAME, export_onnx, output_names
 from darkcsp.export.opencv import export_opencv
@@ -155,9 +156,37 @@ class TorchBackend(Backend):
         return [o.to("cpu", torch.float32).contiguous().numpy() for o in outputs]
 
 
+class ModuleBackend(Backend):
+    """``model`` itself, as it is (no copy, no BN folding, no layout change), on the device
+    and dtype of its weights; train/eval mode is the caller's. What :func:`darkcsp.evaluate`
+    (``backend="torch"``), training's mAP and :meth:`Detector.from_model` run."""
+
+    name = "module"
+
+    def placement(self) -> tuple[torch.device, torch.dtype]:
+        """Where the model's weights live, so the input follows them."""
+        param = next(self.model.parameters(), None)
+        if param is None:
+            return torch.device("cpu"), torch.float32
+        return param.device, param.dtype
+
+    def forward(self, batch: ArrayLike) -> list[np.ndarray]:
+        device, dtype = self.placement()
+        x = torch.as_tensor(batch).to(device=device, dtype=dtype)
+        with torch.inference_mode():
+            outputs = self.model(x)
+        return [o.to("cpu", torch.float32).contiguous().numpy() for o in outputs]
+
+
 def opencv_files(cfg: str | os.PathLike, weights: str | os.PathLike, out_dir: str | Path
                  ) -> tuple[Path, Path]:
-    """cfg + weights that OpenCV 4.x computes exactly (``darkcsp export --to opencv``)."""
+    """cfg + weights that OpenCV 4.x computes exactly (``darkcsp export --to opencv``); a
+    darkcsp ``.pt`` is converted to Darknet ``.weights`` first (in a temporary folder)."""
+    if Path(weights).suffix.lower() == ".pt":
+        with tempfile.TemporaryDirectory(prefix="darkcsp-pt-") as tmp:
+            darknet = Path(tmp) / f"{Path(weights).stem}.weights"
+            convert(cfg, weights, darknet)
+            return export_opencv(cfg, darknet, out_dir)
     return export_opencv(cfg, weights, out_dir)
 
 
@@ -281,5 +310,5 @@ def make_backend(name: str, model: Darknet, cfg: str | os.PathLike | None = None
     raise DarkcspError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
 
 
-__all__ = ["Backend", "TorchBackend", "OpenCVBackend", "OnnxBackend", "make_backend",
+__all__ = ["Backend", "ModuleBackend", "TorchBackend", "OpenCVBackend", "OnnxBackend", "make_backend",
            "opencv_files", "BACKENDS"]

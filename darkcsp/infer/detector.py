@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from darkcsp.budget import AUTO, MaxMemory
+from darkcsp.checkpoint import load_model
 from darkcsp.errors import DarkcspError
 from darkcsp.network import Darknet
 from darkcsp.infer.decode import detection_heads, get_network_boxes
@@ -32,7 +34,7 @@ from darkcsp.infer.output import detections_from_rows
 from darkcsp.infer.nms import apply_nms
 from darkcsp.infer.preprocess import ImageLike, ImageMeta, load_image, prepare
 from darkcsp.infer.preprocess import _stb_gray  # stb_image's luma, shared with load_image
-from darkcsp.infer.backends import Backend, make_backend
+from darkcsp.infer.backends import Backend, ModuleBackend, make_backend
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp",
                               ".pgm", ".ppm", ".pbm", ".jp2"})
@@ -48,6 +50,23 @@ class Prepared:
     path: str | None
 
 
+def rgb_to_network_image(image: np.ndarray, channels: int) -> np.ndarray:
+    """An RGB (or gray) image, uint8 or float 0..1, with the network's channels: 1-channel
+    networks get stb_image's luma (what ``load_image(path, 1)`` gives for the same file)."""
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3):
+        raise ValueError(f"expected an (H, W), (H, W, 1) or (H, W, 3) image, got {arr.shape}")
+    if arr.shape[2] == 1:
+        return arr if channels == 1 else np.repeat(arr, 3, axis=2)
+    if channels == 1:
+        if arr.dtype != np.uint8:
+            raise ValueError("a 1-channel network needs a uint8 colour image (stb's luma)")
+        return _stb_gray(arr)[:, :, None]
+    return arr
+
+
 def bgr_to_network_image(image: np.ndarray, channels: int) -> np.ndarray:
     """An OpenCV image (BGR or gray, uint8 or float 0..1) as ``prepare`` wants it: RGB (or
     stb-style luma for 1-channel networks), the conversions ``load_image`` applies to files."""
@@ -58,98 +77,48 @@ def bgr_to_network_image(image: np.ndarray, channels: int) -> np.ndarray:
         raise ValueError(f"expected an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image, got "
                          f"{arr.shape}")
     if arr.shape[2] == 1:
-        return arr if channels == 1 else np.repeat(arr, 3, axis=2)
-    rgb = arr[:, :, 2::-1]  # BGR(A) -> RGB, alpha dropped
-    if channels == 1:
-        if rgb.dtype != np.uint8:
-            raise ValueError("a 1-channel network needs a uint8 colour image (stb's luma)")
-        return _stb_gray(rgb)[:, :, None]
-    return np.ascontiguousarray(rgb)
+        return rgb_to_network_image(arr, channels)
+    # BGR(A) -> RGB, alpha dropped
+    return np.ascontiguousarray(rgb_to_network_image(arr[:, :, 2::-1], channels))
 
 
-def prepare_input(image: ImageLike, net_w: int, net_h: int, letterbox: bool, channels: int
-                  ) -> Prepared:
-    """``prepare`` for a path (read like Darknet) or a BGR array (as ``cv2.imread`` gives)."""
+def prepare_input(image: ImageLike, net_w: int, net_h: int, letterbox: bool, channels: int,
+                  rgb: bool = False) -> Prepared:
+    """``prepare`` for a path (read like Darknet) or an array: BGR as ``cv2.imread`` gives it,
+    or with ``rgb`` an RGB array taken as it is (``prepare``'s own input)."""
     if isinstance(image, (str, os.PathLike)):
         path = os.fspath(image)
         tensor, meta = prepare(load_image(path, channels), net_w, net_h, letterbox, channels)
         return Prepared(tensor, meta, path)
-    tensor, meta = prepare(bgr_to_network_image(image, channels), net_w, net_h, letterbox,
-                           channels)
+    array = image if rgb else bgr_to_network_image(image, channels)
+    tensor, meta = prepare(array, net_w, net_h, letterbox, channels)
     return Prepared(tensor, meta, None)
-
-
-def rows_for(model: Darknet, outputs: Sequence[np.ndarray], index: int, meta: ImageMeta,
-             thresh: float, nms: float) -> np.ndarray:
-    """Image ``index`` of a batch of head outputs -> Darknet's rows after NMS."""
-    rows = get_network_boxes(model, [o[index:index + 1] for o in outputs], meta.orig_w,
-                             meta.orig_h, thresh, meta.letterbox)
-    return apply_nms(model, rows, nms)
-
-
-def backend_rows(backend: Backend, image: ImageLike, thresh: float = 0.25, nms: float = 0.45,
-                 letterbox: bool | None = None) -> tuple[np.ndarray, int, int]:
-    """:func:`darkcsp.infer.detect_rows` on ``backend`` (``image``: a path or an RGB array,
-    as ``detect_rows`` takes it)."""
-    model = backend.model
-    if letterbox is None:
-        letterbox = bool(model.net.letter_box)
-    tensor, meta = prepare(image, int(model.net.width), int(model.net.height), letterbox,
-                           int(model.net.channels))
-    outputs = backend.forward(tensor[None])
-    return rows_for(model, outputs, 0, meta, thresh, nms), meta.orig_w, meta.orig_h
-
-
-def _placement(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
-    """Where the model's weights live, so the input follows them."""
-    param = next(model.parameters(), None)
-    if param is None:
-        return torch.device("cpu"), torch.float32
-    return param.device, param.dtype
-
-
-def _as_input(model: torch.nn.Module, image: ImageLike, letterbox: bool
-              ) -> tuple[torch.Tensor, ImageMeta]:
-    channels = int(model.net.channels)
-    if channels not in (1, 3):
-        raise DarkcspError(f"[net] channels={channels}: only 1- and 3-channel images can be "
-                           "detected on")
-    return prepare(image, int(model.net.width), int(model.net.height), letterbox, channels)
 
 
 def detect_rows(model: torch.nn.Module, image: ImageLike, thresh: float = 0.25,
                 nms: float = 0.45, letterbox: bool | None = None
                 ) -> tuple[np.ndarray, int, int]:
-    """Darknet's detection rows for one image after NMS (suppressed probabilities zeroed, no
-    row removed), and the image's width and height.
-
-    ``letterbox=None`` uses the cfg's ``[net] letter_box``.
-    """
-    if letterbox is None:
-        letterbox = bool(model.net.letter_box)
-    detection_heads(model)  # fail early, before reading the image, on a classifier cfg
-    tensor, meta = _as_input(model, image, letterbox)
-    with torch.inference_mode():
-        device, dtype = _placement(model)
-        outputs = model(tensor[None].to(device=device, dtype=dtype))
-    rows = get_network_boxes(model, outputs, meta.orig_w, meta.orig_h, thresh, letterbox)
-    return apply_nms(model, rows, nms), meta.orig_w, meta.orig_h
+    """:meth:`Detector.rows` for ``model`` as it is (:meth:`Detector.from_model`): Darknet's
+    detection rows for one image (a path, or an (H, W, C) RGB array, float 0..1 or uint8)
+    after NMS (suppressed probabilities zeroed, no row removed), and the image's width and
+    height. ``letterbox=None`` uses the cfg's ``[net] letter_box``."""
+    detector = Detector.from_model(model, letterbox=letterbox, thresh=thresh, nms=nms)
+    rows, meta = detector.rows(image, rgb=True)
+    return rows, meta.orig_w, meta.orig_h
 
 
 def detect_image(model: torch.nn.Module, image: ImageLike, thresh: float = 0.25,
                  nms: float = 0.45, letterbox: bool | None = None,
                  names: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Detections of one image (a path, or an (H, W, C) RGB array, float 0..1 or uint8), as
-    ``darknet detector test`` prints them: one dict per detection AND class above ``thresh``:
-    ``{"image", "class_id", "name", "prob", "box": [x1, y1, x2, y2]}``, the box in pixels of
-    the original image, not clipped (``x1 = (x - w/2) * W``, before Darknet's rounding).
-
-    ``model`` should be fused and in eval mode (as ``darknet detector test`` runs it);
-    ``letterbox=None`` follows ``[net] letter_box``.
-    """
-    rows, img_w, img_h = detect_rows(model, image, thresh, nms, letterbox)
-    path = os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
-    return detections_from_rows(rows, img_w, img_h, thresh, names, path)
+    """:meth:`Detector.detect` for ``model`` as it is (:meth:`Detector.from_model`; fuse it
+    and put it in eval mode first, as ``darknet detector test`` runs it), on a path or an
+    (H, W, C) RGB array (float 0..1 or uint8). One dict per detection AND class above
+    ``thresh``: ``{"image", "class_id", "name", "prob", "box": [x1, y1, x2, y2]}``, the box in
+    pixels of the original image, not clipped (``x1 = (x - w/2) * W``, before Darknet's
+    rounding). ``letterbox=None`` follows ``[net] letter_box``."""
+    detector = Detector.from_model(model, letterbox=letterbox, thresh=thresh, nms=nms,
+                                   names=names)
+    return detector.detect(image, rgb=True)
 
 
 class ImageFiles(Dataset):
@@ -182,60 +151,103 @@ def image_files(folder: str | os.PathLike, recursive: bool = False) -> list[str]
 
 
 class Detector:
-    """A Darknet detector on one backend, returning ``darkcsp detect --json``'s entries.
+    """A Darknet detector on one backend, returning ``darkcsp detect --json``'s entries: the one
+    detection pipeline (pre-processing, forward, decode, NMS, entries) behind ``darkcsp
+    detect``, :func:`detect_image` and :func:`detect_rows`.
 
-    ``backend``: ``"torch"`` (darkcsp's module, fused, channels_last on the CPU), ``"opencv"``
-    (OpenCV 4.x ``readNetFromDarknet``) or ``"onnx"`` (onnxruntime). ``letterbox=None`` follows
-    ``[net] letter_box``; ``names``: a list, a ``.names`` path, or None for class numbers
-    (as ``darkcsp detect``). ``backend_options`` go to the backend
-    (see :func:`darkcsp.infer.backends.make_backend`).
+    ``weights``: Darknet ``.weights`` or a darkcsp ``.pt`` (:func:`darkcsp.checkpoint.load_model`,
+    BN folded, eval mode). ``backend``: ``"torch"`` (darkcsp's module, fused, channels_last on
+    the CPU), ``"opencv"`` (OpenCV 4.x ``readNetFromDarknet``) or ``"onnx"`` (onnxruntime).
+    ``letterbox=None`` follows ``[net] letter_box``; ``names``: a list, a ``.names`` path, or
+    None for class numbers (as ``darkcsp detect``). ``backend_options`` go to the backend
+    (see :func:`darkcsp.infer.backends.make_backend`). :meth:`from_model` wraps a model already
+    in memory.
     """
 
     def __init__(self, cfg: str | os.PathLike, weights: str | os.PathLike,
                  backend: str = "torch", device: str | torch.device | None = None,
                  letterbox: bool | None = None, thresh: float = 0.25, nms: float = 0.45,
                  names: Sequence[str] | str | os.PathLike | None = None,
-                 **backend_options: Any) -> None:
-        self.model = Darknet(os.fspath(cfg))
-        self.model.load_weights(os.fspath(weights))
-        self.model.fuse().eval()
-        heads = detection_heads(self.model)  # fail early on a classifier cfg
-        channels = int(self.model.net.channels)
+                 max_memory: MaxMemory = AUTO, **backend_options: Any) -> None:
+        model = load_model(cfg, weights, max_memory=max_memory)
+        listed = self._check(model, names)  # fail before building a backend
+        self._setup(model, make_backend(backend, model, cfg, weights, device, **backend_options),
+                    letterbox, thresh, nms, listed)
+
+    @classmethod
+    def from_model(cls, model: Darknet, backend: Backend | None = None,
+                   letterbox: bool | None = None, thresh: float = 0.25, nms: float = 0.45,
+                   names: Sequence[str] | str | os.PathLike | None = None) -> "Detector":
+        """A detector on ``model`` as it is (its device, dtype, mode, fused or not), or on
+        ``backend`` (built for ``model``) when given."""
+        detector = cls.__new__(cls)
+        listed = detector._check(model, names)
+        detector._setup(model, backend if backend is not None else ModuleBackend(model),
+                        letterbox, thresh, nms, listed)
+        return detector
+
+    @staticmethod
+    def _check(model: Darknet, names: Sequence[str] | str | os.PathLike | None
+               ) -> list[str] | None:
+        """Refuse what cannot be detected on (a classifier cfg, other than 1 or 3 channels, too
+        few names); the names as a list."""
+        heads = detection_heads(model)
+        channels = int(model.net.channels)
         if channels not in (1, 3):
             raise DarkcspError(f"[net] channels={channels}: only 1- and 3-channel images can "
                                "be detected on")
-        self.backend = make_backend(backend, self.model, cfg, weights, device,
-                                    **backend_options)
-        self.letterbox = bool(self.model.net.letter_box) if letterbox is None else letterbox
-        self.thresh, self.nms = thresh, nms
-        if isinstance(names, (str, os.PathLike)):
-            names = read_names(names)
+        if names is None:
+            return None
+        listed = read_names(names) if isinstance(names, (str, os.PathLike)) else list(names)
         classes = heads[-1][1].classes
-        if names is not None and len(names) < classes:
-            raise DarkcspError(f"{len(names)} names for {classes} classes")
-        self.names: list[str] | None = list(names) if names is not None else None
+        if len(listed) < classes:
+            where = f"{os.fspath(names)} has " if isinstance(names, (str, os.PathLike)) else ""
+            raise DarkcspError(f"{where}{len(listed)} names but the network has {classes} "
+                               "classes")
+        return listed
+
+    def _setup(self, model: Darknet, backend: Backend, letterbox: bool | None, thresh: float,
+               nms: float, names: list[str] | None) -> None:
+        self.model, self.backend = model, backend
+        self.letterbox = bool(model.net.letter_box) if letterbox is None else bool(letterbox)
+        self.thresh, self.nms = thresh, nms
+        self.names = names
 
     @property
     def input_size(self) -> tuple[int, int]:
         """(width, height) of the network input."""
         return int(self.model.net.width), int(self.model.net.height)
 
-    def prepare(self, image: ImageLike) -> Prepared:
+    def prepare(self, image: ImageLike, rgb: bool = False) -> Prepared:
+        """The network input for a path or an array (BGR as ``cv2.imread`` gives it; with
+        ``rgb``, an RGB array, uint8 or float 0..1)."""
         w, h = self.input_size
-        return prepare_input(image, w, h, self.letterbox, int(self.model.net.channels))
+        return prepare_input(image, w, h, self.letterbox, int(self.model.net.channels), rgb)
+
+    def _rows(self, batch: torch.Tensor, items: Sequence[Prepared]) -> list[np.ndarray]:
+        """Darknet's rows after NMS for each prepared image of one forward."""
+        outputs = self.backend.forward(batch)
+        return [apply_nms(self.model, get_network_boxes(
+                    self.model, [o[i:i + 1] for o in outputs], item.meta.orig_w,
+                    item.meta.orig_h, self.thresh, item.meta.letterbox), self.nms)
+                for i, item in enumerate(items)]
 
     def _run(self, batch: torch.Tensor, items: Sequence[Prepared]) -> list[Detections]:
-        outputs = self.backend.forward(batch)
-        results = []
-        for i, item in enumerate(items):
-            rows = rows_for(self.model, outputs, i, item.meta, self.thresh, self.nms)
-            results.append(detections_from_rows(rows, item.meta.orig_w, item.meta.orig_h,
-                                                self.thresh, self.names, item.path))
-        return results
+        return [detections_from_rows(rows, item.meta.orig_w, item.meta.orig_h, self.thresh,
+                                     self.names, item.path)
+                for rows, item in zip(self._rows(batch, items), items)]
 
-    def detect(self, image: ImageLike) -> Detections:
-        """Detections of one image: a path, or a BGR/gray array as ``cv2.imread`` returns."""
-        item = self.prepare(image)
+    def rows(self, image: ImageLike, rgb: bool = False) -> tuple[np.ndarray, ImageMeta]:
+        """Darknet's detection rows ``[x, y, w, h, obj, probs...]`` (relative to the image)
+        for one image after NMS (suppressed probabilities zeroed, no row removed), and how
+        the input was made (original size, letterbox)."""
+        item = self.prepare(image, rgb)
+        return self._rows(item.tensor[None], [item])[0], item.meta
+
+    def detect(self, image: ImageLike, rgb: bool = False) -> Detections:
+        """Detections of one image: a path, or a BGR/gray array as ``cv2.imread`` returns
+        (``rgb``: an RGB array)."""
+        item = self.prepare(image, rgb)
         return self._run(item.tensor[None], [item])[0]
 
     def detect_batch(self, images: Iterable[ImageLike]) -> list[Detections]:
@@ -300,5 +312,6 @@ class Detector:
         yield from zip([i for i, _ in pending], found)
 
 
-__all__ = ["Detector", "backend_rows", "bgr_to_network_image", "prepare_input", "image_files",
+__all__ = ["Detector", "detect_image", "detect_rows", "bgr_to_network_image",
+           "rgb_to_network_image", "prepare_input", "image_files",
            "ImageFiles", "Prepared"]

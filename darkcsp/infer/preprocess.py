@@ -20,13 +20,9 @@ import cv2
 import numpy as np
 import torch
 
-from darkcsp.errors import DarkcspError
+from darkcsp.images import ImageError, check_image_file, check_pixels
 
 ImageLike = Union[str, os.PathLike, np.ndarray]
-
-
-class ImageError(DarkcspError, OSError):
-    """An image file cannot be read or decoded."""
 
 
 @dataclass(frozen=True)
@@ -59,11 +55,18 @@ def load_image(path: str | os.PathLike, channels: int = 3) -> np.ndarray:
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, not {channels}")
     name = os.fspath(path)
+    check_image_file(name)  # a regular file whose header is within the pixel limit
     try:
         raw = np.fromfile(name, dtype=np.uint8)  # also handles non-ASCII paths, unlike imread
     except OSError as exc:
         raise ImageError(f"cannot read image {name!r}: {exc.strerror or exc}") from exc
-    data = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
+    try:
+        data = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
+    except cv2.error as exc:
+        raise ImageError(f"cannot decode image {name!r}: "
+                         f"{str(exc).strip().splitlines()[-1]}") from None
+    if data is not None:
+        check_pixels(data.shape[1], data.shape[0], name)  # formats without a header reader
     if data is None:
         raise ImageError(f"cannot decode image {name!r}: not an image format OpenCV can read "
                          "(or the file is damaged)")
@@ -85,9 +88,14 @@ def load_image(path: str | os.PathLike, channels: int = 3) -> np.ndarray:
     return _to_float(data)
 
 
+# ``(float)byte / 255.`` for every byte: Darknet divides in double, then stores a float.
+_BYTE_TO_FLOAT = (np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
+
+
 def _to_float(data: np.ndarray) -> np.ndarray:
-    """``(float)byte / 255.``: the division is done in double, then stored as float."""
-    return (data.astype(np.float64) / 255.0).astype(np.float32)
+    """``(float)byte / 255.`` per sample, as float32 directly (a table lookup: the same values
+    as dividing in double, without a float64 copy of the image)."""
+    return _BYTE_TO_FLOAT[data]
 
 
 def _as_float_image(image: np.ndarray) -> np.ndarray:

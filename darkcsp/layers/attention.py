@@ -27,7 +27,7 @@ class Multiply(DarknetModule):
         return self.act(other * previous)
 
 
-class _FromLayer(LayerType):
+class _FromLayerType(LayerType):
     references = ("from",)
     options = (Option("from", "int", required=True, doc="the layer to multiply with"),
                activation_option("linear"))
@@ -48,7 +48,7 @@ class _FromLayer(LayerType):
 
 
 @register
-class Sam(_FromLayer):
+class SamType(_FromLayerType):
     """Darknet's ``[sam]`` (``from=`` given). Without ``from`` it is the dialect's modified SAM
     block: a 1x1 conv + BN + logistic gate computed from the input, then the product."""
 
@@ -73,9 +73,9 @@ class Sam(_FromLayer):
 
 
 @register
-class ScaleChannels(_FromLayer):
+class ScaleChannelsType(_FromLayerType):
     name = "scale_channels"
-    options = (*_FromLayer.options, Option("scale_wh", "int", 0))
+    options = (*_FromLayerType.options, Option("scale_wh", "int", 0))
 
     def shape(self, node: Node) -> Shape:
         prev, other = node.in_shapes

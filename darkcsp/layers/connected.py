@@ -163,7 +163,7 @@ class Dropout(DarknetModule):
 
 
 @register
-class Cost(LayerType):
+class CostType(LayerType):
     """Training-only cost; passes its input through at inference."""
 
     name = "cost"

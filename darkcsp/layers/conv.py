@@ -40,6 +40,11 @@ class Conv(DarknetModule):
                  shared: "Conv | None" = None) -> None:
         super().__init__()
         self.shared = shared is not None
+        # Its own geometry, always: a share_index conv borrows only the weights, biases and BN
+        # parameters of the other layer, as Darknet does (TridentNet-style cfgs share one conv
+        # across dilations 1, 2 and 3).
+        self.stride, self.padding, self.dilation = stride, padding * dilation, dilation
+        self.groups = groups
         if shared is not None:
             self.conv, self.bn = shared.conv, shared.bn
         else:
@@ -53,12 +58,12 @@ class Conv(DarknetModule):
         self.xnor = xnor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.binary:
+        if self.binary or self.shared:
             if self.xnor:
                 x = torch.where(x > 0, 1.0, -1.0).to(x.dtype)
-            conv = self.conv
-            y = F.conv2d(x, _binarize_weights(conv.weight), conv.bias, conv.stride,
-                         conv.padding, conv.dilation, conv.groups)
+            weight = self.conv.weight
+            y = F.conv2d(x, _binarize_weights(weight) if self.binary else weight,
+                         self.conv.bias, self.stride, self.padding, self.dilation, self.groups)
         else:
             y = self.conv(x)
         if self.bn is not None:
@@ -117,7 +122,7 @@ def conv_geometry(opts: OptionValues) -> tuple[int, int, int, int]:
 
 
 @register
-class Convolutional(LayerType):
+class ConvolutionalType(LayerType):
     name = "convolutional"
     aliases = ("conv",)
     references = ("share_index",)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+from darkcsp.budget import MAX_BLOCKS
 from darkcsp.config.options import Option, OptionValues, parse_options
 from darkcsp.config.reader import Section
 from darkcsp.layers.activations import ACTIVATIONS, activation_option
@@ -108,7 +109,7 @@ class PrnType(MacroType):
 
 
 @register
-class PartialTransition(MacroType):
+class PartialTransitionType(MacroType):
     """``[partial_transition]``: the transition and concat of a CSP stage, written by hand.
 
     fusion=last: T = 1x1 conv(previous), output = concat(T, route) (paper Fig. 3d);
@@ -154,7 +155,7 @@ BLOCKS = ("res", "resnext", "dense", "pelee", "dark", "plain")
 
 
 @register
-class Csp(MacroType):
+class CspType(MacroType):
     """``[csp]``: one Cross Stage Partial stage (see docs/dialect.md for the layout)."""
 
     name = "csp"
@@ -172,7 +173,7 @@ class Csp(MacroType):
                doc="split_mode=slice: part 1 is the first slice, or the whole base (CSP-tiny)"),
         Option("part1_filters", "int", None, minimum=1),
         Option("part2_filters", "int", None, minimum=1),
-        Option("blocks", "int", 1, minimum=1),
+        Option("blocks", "int", 1, minimum=1, maximum=MAX_BLOCKS),
         Option("block", "str", "dark", choices=BLOCKS),
         Option("bottleneck", "int", None, minimum=1, doc="inner width of a block"),
         Option("block_filters", "int", None, minimum=1,
@@ -285,7 +286,7 @@ class Csp(MacroType):
 
 
 @register
-class Efm(MacroType):
+class EfmType(MacroType):
     """``[efm]``: Exact Fusion Model for one output scale.
 
     Each level of ``layers=`` is compressed by Maxout (``maxout`` = group size k), brought to the

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from darkcsp.budget import MAX_ANCHORS
 from darkcsp.config.options import Option, OptionValues
 from darkcsp.config.reader import Section
 from darkcsp.layers.registry import (DarknetModule, LayerType, Node, OpenCVEmitter, register, Shape)
@@ -23,7 +24,7 @@ IOU_LOSSES = ("mse", "iou", "giou", "diou", "ciou")
 
 YOLO_COMMON = (
     Option("classes", "int", 20, minimum=1),
-    Option("num", "int", 1, minimum=1),
+    Option("num", "int", 1, minimum=1, maximum=MAX_ANCHORS),
     Option("mask", "ints", None, minimum=0),
     Option("anchors", "floats", None),
     Option("max", "int", 200),
@@ -103,14 +104,21 @@ def _yolo_anchors(opts: OptionValues, section: Section, warn: bool = True
                          "needed; spaces are removed, so a missing comma joins two numbers): "
                          "Darknet uses 0.5 for the missing ones", "anchors")
         anchors += [0.5] * (2 * opts.num - len(anchors))
-    pairs = [(anchors[2 * i], anchors[2 * i + 1]) for i in range(opts.num)]
-    for m in mask:
-        if m >= opts.num:
-            raise section.error(f"mask index {m} is not below num={opts.num}", "mask")
+    beyond = [m for m in mask if m >= opts.num]
+    if beyond:
+        # Darknet reads every anchor listed into l.biases, so a mask past num still finds its
+        # anchors when the list has them (yolov4-p-style cfgs list 20 anchors with num=16).
+        if 2 * max(beyond) + 1 >= len(anchors):
+            raise section.error(f"mask index {max(beyond)} needs anchor pair {max(beyond)}, "
+                                f"but only {len(anchors) // 2} pairs are listed", "mask")
+        if warn:
+            section.warn(f"mask indices {beyond} are not below num={opts.num}; Darknet reads "
+                         "their anchors from the list anyway, and so does darkcsp", "mask")
+    pairs = [(anchors[2 * i], anchors[2 * i + 1]) for i in range(len(anchors) // 2)]
     return [pairs[m] for m in mask]
 
 
-class _YoloBase(LayerType):
+class _YoloBaseType(LayerType):
     detection_head = True
     gaussian = False
 
@@ -142,7 +150,7 @@ class _YoloBase(LayerType):
 
 
 @register
-class Yolo(_YoloBase):
+class YoloType(_YoloBaseType):
     name = "yolo"
     references = ("embedding_layer",)
     options = (*YOLO_COMMON,
@@ -160,21 +168,24 @@ class Yolo(_YoloBase):
         """The keys OpenCV reads, with ``thresh=0`` (unthresholded scores) and no
         ``nms_threshold`` (no in-layer NMS); exactly ``2*num`` anchors (it asserts that count;
         Darknet pads missing ones with 0.5 and ignores extra ones). OpenCV decodes the boxes
-        in the layer (opencv.md 5.2); the conv before it is Darknet's raw head input."""
+        in the layer (rows of box centre and size relative to the input, objectness, and
+        objectness x class score); the conv before it is Darknet's raw head input."""
         opts = node.opts
-        low.emit("yolo", mask=opts.mask if opts.mask is not None else list(range(opts.num)),
-                 anchors=_full_anchors(opts), classes=opts.classes, num=opts.num,
+        mask = opts.mask if opts.mask is not None else list(range(opts.num))
+        num = max(opts.num, max(mask) + 1)  # a mask past num: the anchors it reads count too
+        low.emit("yolo", mask=mask, anchors=_full_anchors(opts, num), classes=opts.classes,
+                 num=num,
                  scale_x_y=opts.scale_x_y, new_coords=opts.new_coords, thresh=0)
 
 
-def _full_anchors(opts: OptionValues) -> list[float]:
+def _full_anchors(opts: OptionValues, num: int) -> list[float]:
     """The ``2*num`` anchor values Darknet uses (missing ones 0.5, extra ones dropped)."""
     anchors = list(opts.anchors or [])
-    return (anchors + [0.5] * (2 * opts.num - len(anchors)))[:2 * opts.num]
+    return (anchors + [0.5] * (2 * num - len(anchors)))[:2 * num]
 
 
 @register
-class GaussianYolo(_YoloBase):
+class GaussianYoloType(_YoloBaseType):
     name = "Gaussian_yolo"
     gaussian = True
     options = (*YOLO_COMMON, Option("uc_normalizer", "float", 1.0),
@@ -205,12 +216,12 @@ class RegionHead(DarknetModule):
 
 
 @register
-class Region(LayerType):
+class RegionType(LayerType):
     name = "region"
     detection_head = True
     options = (
         Option("coords", "int", 4, minimum=4, maximum=4), Option("classes", "int", 20, minimum=1),
-        Option("num", "int", 1, minimum=1), Option("max", "int", 200),
+        Option("num", "int", 1, minimum=1, maximum=MAX_ANCHORS), Option("max", "int", 200),
         Option("log", "int", 0), Option("sqrt", "int", 0), Option("softmax", "int", 0),
         Option("focal_loss", "int", 0), Option("jitter", "float", 0.2),
         Option("resize", "float", 1.0), Option("rescore", "int", 0),
@@ -249,7 +260,7 @@ class Region(LayerType):
         if inp.h != inp.w:
             raise low.cannot(f"[region] on a {inp.w}x{inp.h} grid (it divides box widths by "
                              "the grid height and heights by the width)")
-        low.emit("region", anchors=_full_anchors(opts), classes=opts.classes,
+        low.emit("region", anchors=_full_anchors(opts, opts.num), classes=opts.classes,
                  coords=opts.coords, num=opts.num, softmax=1, thresh=0)
 
 
@@ -270,12 +281,12 @@ class DetectionHead(DarknetModule):
 
 
 @register
-class Detection(LayerType):
+class DetectionType(LayerType):
     name = "detection"
     detection_head = True
     options = (
         Option("coords", "int", 1), Option("classes", "int", 1, minimum=1),
-        Option("rescore", "int", 0), Option("num", "int", 1, minimum=1),
+        Option("rescore", "int", 0), Option("num", "int", 1, minimum=1, maximum=MAX_ANCHORS),
         Option("side", "int", 7, minimum=1), Option("softmax", "int", 0),
         Option("sqrt", "int", 0), Option("max", "int", 200),
         Option("coord_scale", "float", 1.0), Option("forced", "int", 0),

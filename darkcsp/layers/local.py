@@ -53,7 +53,7 @@ class LocallyConnected(DarknetModule):
 
 
 @register
-class Local(LayerType):
+class LocalType(LayerType):
     name = "local"
     options = (Option("filters", "int", 1, minimum=1), Option("size", "int", 1, minimum=1),
                Option("stride", "int", 1, minimum=1),

@@ -84,7 +84,7 @@ class Maxout(DarknetModule):
         return x.reshape(b, self.members, self.out_channels, h, w).amax(dim=1)
 
 
-class _SpatialPool(LayerType):
+class _SpatialPoolType(LayerType):
     average: bool = False
 
     def validate(self, opts: OptionValues, section: Section) -> None:
@@ -123,7 +123,7 @@ class _SpatialPool(LayerType):
 
 
 @register
-class Maxpool(_SpatialPool):
+class MaxpoolType(_SpatialPoolType):
     name = "maxpool"
     aliases = ("max",)
     options = (*POOL_OPTIONS,
@@ -194,7 +194,7 @@ def _max_difference(groups: int, in_channels: int) -> ConvWeights:
 
 
 @register
-class LocalAvgpool(_SpatialPool):
+class LocalAvgpoolType(_SpatialPoolType):
     name = "local_avgpool"
     aliases = ("local_avg",)
     options = POOL_OPTIONS
@@ -225,7 +225,7 @@ class GlobalAvgpool(DarknetModule):
 
 
 @register
-class Avgpool(LayerType):
+class AvgpoolType(LayerType):
     name = "avgpool"
     aliases = ("avg",)
 

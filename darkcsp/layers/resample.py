@@ -104,7 +104,7 @@ class Reorg(DarknetModule):
         return y.reshape(b, c * s * s, h // s, w // s)
 
 
-class _ReorgBase(LayerType):
+class _ReorgBaseType(LayerType):
     options = (Option("stride", "int", 1, minimum=1), Option("reverse", "int", 0))
     old: bool = False
 
@@ -130,12 +130,12 @@ class _ReorgBase(LayerType):
 
 
 @register
-class Reorg3d(_ReorgBase):
+class Reorg3dType(_ReorgBaseType):
     name = "reorg3d"
 
 
 @register
-class ReorgOld(_ReorgBase):
+class ReorgType(_ReorgBaseType):
     name = "reorg"
     old = True
 

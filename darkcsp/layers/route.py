@@ -88,7 +88,7 @@ class Identity(DarknetModule):
 
 
 @register
-class Empty(LayerType):
+class EmptyType(LayerType):
     """``[empty]``: passes the previous layer through (Darknet shares its buffer)."""
 
     name = "empty"

@@ -43,7 +43,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from darkcsp.config.options import OptionValues
 
@@ -479,25 +478,3 @@ def multiscale_size(iteration: int, max_batches: int, width: int, height: int, r
     if block_start == 0 or block_start > max_batches - 100:
         dim_w, dim_h = max_w, max_h
     return max(dim_w, step), max(dim_h, step)
-
-
-def letterbox_size(img_w: int, img_h: int, net_w: int, net_h: int) -> tuple[int, int]:
-    """Darknet's letterbox target size (integer)."""
-    if net_w / img_w < net_h / img_h:
-        return net_w, (img_h * net_w) // img_w
-    return (img_w * net_h) // img_h, net_h
-
-
-def eval_tensor(img: np.ndarray, w: int, h: int, letter_box: bool,
-                channels: int = 3) -> torch.Tensor:
-    """Validation input as ``detector map`` makes it: bilinear with align-corners geometry
-    (Darknet's ``resize_image``), letterboxed on 0.5 grey when ``letter_box=1``."""
-    x = to_tensor(match_channels(img, channels)).unsqueeze(0)
-    if not letter_box:
-        return F.interpolate(x, size=(h, w), mode="bilinear", align_corners=True)[0]
-    nw, nh = letterbox_size(img.shape[1], img.shape[0], w, h)
-    sized = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=True)[0]
-    canvas = torch.full((x.shape[1], h, w), 0.5)
-    x0, y0 = (w - nw) // 2, (h - nh) // 2
-    canvas[:, y0:y0 + nh, x0:x0 + nw] = sized
-    return canvas

@@ -31,8 +31,9 @@ import torch
 from darkcsp.config.options import OptionValues
 from darkcsp.layers.connected import Softmax
 from darkcsp.train.augment import DarknetRandom, hsv_adjust, match_channels, to_tensor
-from darkcsp.data.datasets import (IMAGE_EXTS, DataError, DataReport, read_darknet_data,
-                                    read_image, read_list)
+from darkcsp.data.darknet import (DataError, DataReport, read_data_cfg, read_list, read_names,
+                                  resolve)
+from darkcsp.data.datasets import IMAGE_EXTS, read_image
 from darkcsp.train.loss import LossResult
 
 
@@ -95,18 +96,12 @@ def open_classifier_data(path: str | os.PathLike) -> tuple[ClassSource, ClassSou
             return train, _folder(val_dir, train.names, report), train.names, report
         train = _folder(p, None, report)
         return train, None, train.names, report
-    options = read_darknet_data(p)
-    base = p.resolve().parent
+    options = read_data_cfg(p)
     if "labels" not in options or "train" not in options:
         raise DataError(f"{path}: a classifier .data needs train= and labels=")
-    labels_path = options["labels"]
-    labels_path = labels_path if os.path.exists(labels_path) else str(base / labels_path)
-    try:
-        labels = [s.strip() for s in Path(labels_path).read_text().splitlines() if s.strip()]
-    except OSError as exc:
-        raise DataError(f"cannot read labels {labels_path}: {exc.strerror or exc}") from exc
-    train = _by_label(read_list(options["train"], base), labels, report)
-    valid = _by_label(read_list(options["valid"], base), labels, report) \
+    labels = read_names(resolve(options["labels"], p))
+    train = _by_label(read_list(resolve(options["train"], p), p), labels, report)
+    valid = _by_label(read_list(resolve(options["valid"], p), p), labels, report) \
         if options.get("valid") else None
     return train, valid, labels, report
 

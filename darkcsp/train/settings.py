@@ -7,6 +7,7 @@ says what was trained.
 """
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 from darkcsp.config.reader import read_cfg
@@ -24,6 +25,10 @@ def cfg_sections(cfg: str, overrides: Sequence[str] = (), **changes: object) -> 
     return sections
 
 
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_BAD_VALUE = re.compile(r"[\x00-\x20\x7f\[\]#]")  # would break the cfg line it is written to
+
+
 def apply_overrides(sections: list, overrides: Sequence[str]) -> None:
     """Apply ``section.key=value`` settings (``--set``) to every section of that type
     (``net`` is the first section, ``[net]`` or ``[network]``); values are checked when the
@@ -34,6 +39,14 @@ def apply_overrides(sections: list, overrides: Sequence[str]) -> None:
         if not sep or not dot or not kind or not key.strip() or not value.strip():
             raise DarkcspError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. net.adam=1 "
                                "or yolo.random=0")
+        if not _NAME.match(kind.strip()) or not _NAME.match(key.strip()):
+            raise DarkcspError(f"--set {item!r}: SECTION and KEY are names (letters, digits, "
+                               "_), as in net.adam=1")
+        if _BAD_VALUE.search(value.strip()):
+            raise DarkcspError(f"--set {item!r}: the value must be one line of plain text "
+                               "(no newline, blank, control character, '[', ']' or '#'), as a "
+                               "cfg value is")
+        kind = kind.strip()
         chosen = [sections[0]] if kind in ("net", "network") else \
             [s for s in sections[1:] if s.type == kind]
         if not chosen:

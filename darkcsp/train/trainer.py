@@ -41,22 +41,28 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from darkcsp.errors import DarkcspError
-from darkcsp.network import Darknet
+from darkcsp.budget import AUTO, MaxMemory
+from darkcsp.checkpoint import TRAIN_FORMAT, check_state
+from darkcsp.data.datasets import DataReport, DataSpec, open_data
+from darkcsp.data.synthetic import SyntheticSpec
+from darkcsp.errors import DarkcspError, WeightsError
+from darkcsp.files import (FileRefused, RunLock, atomic_write, atomic_write_with, new_run_dir,
+                           output_dir, output_file)
 from darkcsp.layers.heads import YoloHead
+from darkcsp.network import Darknet
 from darkcsp.train.augment import AugmentParams, multiscale_size
 from darkcsp.train.classifier import (AccuracyEvaluator, ClassifierDataset, SoftmaxLoss,
                                     collate_classes, open_classifier_data)
-from darkcsp.data.datasets import DataReport, DataSpec, open_data
 from darkcsp.train.ema import DarknetEMA
 from darkcsp.train.loss import YoloLoss
-from darkcsp.train.metrics import Evaluator, MapEvaluator, darknet_evaluator
-from darkcsp.train.schedule import darknet_rate, make_optimizer, set_rate
+from darkcsp.train.metrics import Evaluator, MapEvaluator
 from darkcsp.train.model import HeadInputs, darknet_init, resolve_device
+from darkcsp.train.runstate import (RUNS_ROOT, TRAIN_VERSION, config_to_plain, data_spec,
+                                    holds_run, latest_checkpoint, plain_data,
+                                    read_train_checkpoint, restore_config)
+from darkcsp.train.schedule import darknet_rate, make_optimizer, set_rate
 from darkcsp.train.settings import cfg_sections, class_count, schedule_warnings, set_classes
 from darkcsp.train.stream import StreamBatchSampler, TrainDataset, collate, default_workers
-from darkcsp.data.synthetic import SyntheticSpec
-from darkcsp.files import atomic_write
 
 LOG = logging.getLogger("darkcsp.train")
 
@@ -83,7 +89,6 @@ class TrainConfig:
     seed: int = 0
     map_every: int | None = None
     save_every: int = 100
-    evaluator: str = "simple"
     map_images: int | None = None
     sync_bn: bool = False
     time_limit: float | None = None  # minutes
@@ -94,6 +99,8 @@ class TrainConfig:
     classes: str | int | None = None  # "auto": the data's class count, in every head
     learning_rate: float | None = None  # override [net] learning_rate
     overrides: tuple[str, ...] = ()  # "section.key=value": set key in every [section]
+    exist_ok: bool = False  # --out may already hold files (a run's files are then replaced)
+    max_memory: MaxMemory = AUTO  # the model's budget at batch 1 (darkcsp.budget)
 
 
 @dataclass
@@ -139,24 +146,99 @@ class Trainer:
         self.amp = self.cuda if c.amp is None else (c.amp and self.cuda)
 
         self.checkpoint: dict | None = None
+        self.lock: RunLock | None = None
+        self._created_out = False
         self.name = Path(c.cfg).stem
-        self.out = Path(c.out or Path("runs") / "train" / self.name)
-        if c.resume:
-            path = Path(c.resume) if isinstance(c.resume, str) else self.out / "last.pt"
-            if not path.is_file():
+        self.resume_path: Path | None = None
+        if c.resume:  # the same run: its settings and data come from the checkpoint
+            if isinstance(c.resume, (str, os.PathLike)):
+                path = Path(c.resume)
+            elif c.out:
+                path = Path(c.out) / "last.pt"
+            else:
+                path = latest_checkpoint(self.name)
+            if not path.exists():
                 raise DarkcspError(f"--resume: no checkpoint at {path}")
-            self.checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-            self.out = Path(c.out) if c.out else path.parent
+            if not path.is_file():
+                raise DarkcspError(f"--resume: {path} is not a regular file")
+            self.checkpoint = read_train_checkpoint(path)
+            self.resume_path = path
+            c = self.config = restore_config(c, self.checkpoint, str(path))
+            self.name = self.checkpoint["settings"]["name"]
+        self._claim_out()
+        try:
+            self._setup_run()
+        except BaseException:
+            self._release_out(failed=True)
+            raise
+
+    def _claim_out(self) -> None:
+        """Resolve, check and lock the run folder before anything is written (rank 0; the
+        other ranks receive its path): a new run never lands on another run's files or on an
+        input, and two live runs never share a folder."""
+        c = self.config
+        out: Path | None = None
+        if self.is_main:
+            inputs = [p for p in (c.cfg, c.weights, c.data, c.valid) if p]
+            continuing = self.resume_path is not None and (
+                not c.out or Path(c.out).resolve() == self.resume_path.parent.resolve())
+            for _ in range(100):
+                if c.out:
+                    out = Path(c.out)
+                elif self.resume_path is not None:
+                    out = self.resume_path.parent
+                else:
+                    out = new_run_dir(RUNS_ROOT, self.name)
+                if not continuing:
+                    if out.is_dir() and holds_run(out) and not c.exist_ok:
+                        raise FileRefused(f"--out {os.fspath(out)!r} holds a training run "
+                                          "(last.pt, best.pt or backup/): resume it with "
+                                          "--resume, choose another --out, or pass --exist-ok "
+                                          "to replace its files")
+                    output_dir(out, inputs, exist_ok=c.exist_ok,
+                               what="--out folder" if c.out else "run folder")
+                for name in ("last.pt", "best.pt", "chart.png"):
+                    output_file(out / name, inputs)
+                for kind in ("last", "best", "final", "ema"):
+                    output_file(out / "backup" / f"{self.name}_{kind}.weights", inputs)
+                created = not out.exists()
+                try:
+                    self.lock = RunLock(out).acquire()
+                except FileRefused:
+                    if c.out or self.resume_path is not None:
+                        raise
+                    continue  # a numbered folder another run just took: the next one
+                self._created_out = created
+                break
+            else:
+                raise FileRefused(f"no free run folder under {RUNS_ROOT}")
+        if self.distributed:
+            box = [os.fspath(out) if self.is_main else None]
+            dist.broadcast_object_list(box, src=0)
+            out = Path(box[0])
+        assert out is not None
+        self.out = out
         self.backup = self.out / "backup"
         if self.is_main:
             self.backup.mkdir(parents=True, exist_ok=True)
 
-        saved = self.checkpoint["settings"] if self.checkpoint else {}
-        batch = saved.get("batch", c.batch)
-        subdivisions = saved.get("subdivisions", c.subdivisions)
-        size = saved.get("size", c.size)
-        self.seed = saved.get("seed", c.seed)
-        self.synthetic = saved.get("synthetic", c.synthetic)
+    def _release_out(self, failed: bool = False) -> None:
+        """Unlock the run folder; after a failed setup, remove the folders it made if empty."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+        if failed and self._created_out and self.is_main:
+            for folder in (self.backup, self.out):
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+
+    def _setup_run(self) -> None:
+        c = self.config
+        batch, subdivisions, size = c.batch, c.subdivisions, c.size
+        self.seed = c.seed
+        self.synthetic = c.synthetic
         torch.manual_seed(self.seed)
         self._early_data = None
         if self.checkpoint is None:
@@ -177,9 +259,13 @@ class Trainer:
                 set_classes(sections, count)
             if c.anchors and c.anchors.strip().lower() != "cfg":
                 self._set_anchors(sections, c.anchors)
-        else:  # the checkpoint's cfg already carries the run's batch, size, max_batches
-            sections = cfg_sections(self.checkpoint["cfg_text"], max_batches=c.max_batches)
-        self.model = Darknet(sections)
+        else:  # the checkpoint's cfg already carries the run's batch, size, max_batches;
+            # it is text, never a path to open
+            from darkcsp.config.reader import parse_cfg
+            sections = parse_cfg(self.checkpoint["cfg_text"], f"{self.resume_path} (cfg_text)")
+            if c.max_batches is not None:
+                sections[0].set("max_batches", c.max_batches)
+        self.model = Darknet(sections, max_memory=c.max_memory)
         net = self.model.net
         if net.max_batches <= 0:
             raise DarkcspError("max_batches is 0: set it in [net] or pass --max-batches")
@@ -187,8 +273,10 @@ class Trainer:
         self.subdivisions = net.subdivisions
         self.batch = self.mini * self.subdivisions
         self.settings = {"batch": self.batch, "subdivisions": self.subdivisions,
-                         "size": size, "seed": self.seed, "max_batches": net.max_batches,
-                         "synthetic": self.synthetic}
+                         "size": int(net.width) if net.width == net.height else size,
+                         "seed": self.seed, "max_batches": int(net.max_batches),
+                         "learning_rate": float(net.learning_rate),
+                         "burn_in": int(net.burn_in), "name": self.name}
         self.cfg_text = self.model.cfg_text
 
         self.detector = any(isinstance(self.model.layers[i], YoloHead)
@@ -232,10 +320,7 @@ class Trainer:
         self.last_map = -1.0
         self.avg_loss = -1.0
         if self.checkpoint is not None:
-            self.model.load_state_dict(self.checkpoint["model"])
-            self.optimizer.load_state_dict(self.checkpoint["optimizer"])
-            self.scaler.load_state_dict(self.checkpoint.get("scaler", {}))
-            self.ema.load_state_dict(self.checkpoint.get("ema", {}))
+            self._load_checkpoint_state()
             if self.ema.shadow is not None:
                 self.ema.shadow = [s.to(self.device) for s in self.ema.shadow]
             self.iteration = int(self.checkpoint["iteration"])
@@ -277,18 +362,34 @@ class Trainer:
         classes = min(s.classes for s in self.loss_fn.specs) if self.detector else \
             self.model.nodes[-1].in_shapes[0].size // self.model.nodes[-1].opts.groups
         self.classes = classes
+        self.settings["classes"] = classes
         if len(self.data.names) > classes and self.is_main:
             LOG.warning("the data has %d classes but the cfg has %d; labels with a larger class "
                         "id are skipped", len(self.data.names), classes)
         if self.detector and self.evaluator is None and self.data.valid is not None \
                 and len(self.data.valid):
-            if c.evaluator == "darknet":
-                self.evaluator = darknet_evaluator(self.data.valid, len(self.data.names),
-                                                   c.map_images)
-            else:
-                self.evaluator = MapEvaluator(self.data.valid, len(self.data.names),
-                                              max_images=c.map_images)
+            self.evaluator = MapEvaluator(self.data.valid, len(self.data.names),
+                                          max_images=c.map_images)
         self.map_every = c.map_every or max(100, 4 * len(self.data.train) // self.batch)
+
+    def _load_checkpoint_state(self) -> None:
+        """Model, optimizer, AMP scaler and EMA from the checkpoint, all checked first: a
+        checkpoint that does not fit the run is a WeightsError, nothing half-loaded."""
+        ckpt, path = self.checkpoint, str(self.resume_path)
+        check_state(self.model, ckpt["model"], path)
+        shadow = ckpt.get("ema", {}).get("shadow")
+        if shadow is not None and (len(shadow) != len(self.ema.params) or any(
+                s.shape != p.shape or s.dtype != p.dtype
+                for s, p in zip(shadow, self.ema.params))):
+            raise WeightsError(f"{path}: the EMA state does not fit the model")
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scaler.load_state_dict(ckpt.get("scaler", {}))
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+            raise WeightsError(f"{path}: the optimizer state does not fit the run: "
+                               f"{str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
+        self.ema.load_state_dict(ckpt.get("ema", {}))
 
     def _open_early(self) -> DataSpec:
         """The training data, opened before the model for ``--classes auto`` or ``--anchors
@@ -360,6 +461,12 @@ class Trainer:
     # ---------------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         self._setup()
+        try:
+            return self._run()
+        finally:
+            self._release_out()
+
+    def _run(self) -> TrainResult:
         net = self.model.net
         c = self.config
         if self.is_main:
@@ -510,16 +617,19 @@ class Trainer:
         atomic_write(path, self.cfg_text.encode("utf-8"))
 
     def _save_checkpoint(self, path: Path) -> None:
-        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        """Tensors and plain types only (see :mod:`darkcsp.train.runstate`), so that it loads
+        with ``weights_only=True``; written atomically (temporary file, fsync, rename)."""
+        state = {"format": TRAIN_FORMAT, "version": TRAIN_VERSION,
+                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scaler": self.scaler.state_dict(), "ema": self.ema.state_dict(),
-                 "iteration": self.iteration, "seen": self.seen, "history": self.history,
-                 "best_map": self.best_map, "last_map": self.last_map,
-                 "avg_loss": self.avg_loss, "settings": self.settings,
-                 "cfg_text": self.cfg_text, "cfg": self.config.cfg,
-                 "data_report": dict(self.report.counts)}
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        atomic_write(path, buffer.getvalue())
+                 "iteration": int(self.iteration), "seen": int(self.seen),
+                 "history": plain_data(self.history),
+                 "best_map": float(self.best_map), "last_map": float(self.last_map),
+                 "avg_loss": float(self.avg_loss), "settings": dict(self.settings),
+                 "run": config_to_plain(self.config), "data": data_spec(self.config),
+                 "cfg_text": self.cfg_text, "cfg": os.path.abspath(self.config.cfg),
+                 "data_report": {str(k): int(v) for k, v in self.report.counts.items()}}
+        atomic_write_with(path, lambda handle: torch.save(state, handle))
 
     def _chart(self) -> None:
         """chart.png: per-iteration loss, its Darknet-style running average, and mAP."""
@@ -553,8 +663,3 @@ class Trainer:
         fig.savefig(buffer, format="png", bbox_inches="tight")
         plt.close(fig)
         atomic_write(self.out / "chart.png", buffer.getvalue())
-
-
-def train(config: TrainConfig, evaluator: Evaluator | None = None) -> TrainResult:
-    """Run one training; the library entry point behind ``darkcsp train``."""
-    return Trainer(config, evaluator).run()

@@ -16,7 +16,8 @@ import pytest
 from darkcsp.evaluate.anchors import calc_anchors
 from darkcsp.evaluate.coco import coco_metrics
 from darkcsp.evaluate.darknet_map import (DarknetMap, ImageDetections, ImageTruth,
-                                          darknet_box_iou, darknet_map, to_cxcywh)
+                                          average_precision, darknet_box_iou, darknet_map,
+                                          to_cxcywh)
 from darkcsp.data.darknet import label_path, read_data_cfg, read_labels
 
 # --------------------------------------------------------------------------------------------
@@ -206,6 +207,27 @@ def test_from_probs_uses_darknet_loop_order() -> None:
     assert d.labels.tolist() == [1, 0, 1]
     assert d.scores.tolist() == pytest.approx([0.7, 0.6, 0.5])
     assert d.boxes[:, 0].tolist() == [1, 3, 3]
+
+
+def test_relative_centre_boxes_follow_darknet_rules() -> None:
+    """Training's mAP rules (moved from the helper darkcsp.train.metrics had): Darknet's
+    probability matrix per image, truth rows ``class, x, y, w, h`` relative to the image."""
+    truth = np.array([[0, 0.3, 0.3, 0.2, 0.2], [1, 0.7, 0.7, 0.2, 0.2]])
+    gt = ImageTruth(truth[:, 1:5], truth[:, 0])
+    perfect = ImageDetections.from_probs(np.array([[0.3, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2]]),
+                                         np.array([[0.9, 0.0], [0.0, 0.8]]))
+    result = darknet_map([perfect], [gt], 2, box_format="cxcywh")
+    assert result.map == 1.0 and result.ap.tolist() == [1.0, 1.0]
+    # class 0: a false positive ranked first, then the hit: precision 0 then 1/2 at recall 1
+    ranked = ImageDetections.from_probs(np.array([[0.8, 0.1, 0.1, 0.1], [0.3, 0.3, 0.2, 0.2]]),
+                                        np.array([[0.9], [0.5]]))
+    one = ImageTruth(truth[:1, 1:5], truth[:1, 0])
+    assert darknet_map([ranked], [one], 1, box_format="cxcywh").map == pytest.approx(0.5)
+    # a third class without truth counts as 0 in the mean (Darknet's mAP)
+    assert darknet_map([perfect], [gt], 3, box_format="cxcywh").map == pytest.approx(2 / 3)
+    # -points 0: the area under the running maximum of precision, walking back
+    assert average_precision(np.array([1.0, 0.5, 2 / 3]), np.array([0.5, 0.5, 1.0]), 0) == \
+        pytest.approx(0.5 * 1.0 + 0.5 * 2 / 3)
 
 
 # --------------------------------------------------------------------------------------------
@@ -466,8 +488,8 @@ def test_darknet_dataset_rules(tmp_path: Path) -> None:
     assert read_data_cfg(data) == {"classes": "2", "names": "mynames.txt"}
     labels = tmp_path / "l.txt"
     labels.write_text("1 0.5 0.5 0.2 0.2\n0 0.1 0.1 0.1 0.1\nbad 1 1 1 1\n2 .5 .5 .5 .5\n")
-    got = read_labels(labels)
-    assert got.classes.tolist() == [1, 0] and got.boxes.shape == (2, 4)
+    got = read_labels(labels)  # the one label reader: a bad row is skipped (and reported),
+    assert got.classes.tolist() == [1, 0, 2] and got.boxes.shape == (3, 4)  # not the end
     assert read_labels(tmp_path / "none.txt").missing
 
 

@@ -163,7 +163,7 @@ def map_opencv_names(names: list[str], model: Darknet) -> tuple[dict[int, str], 
 
 def decode_yolo(out: np.ndarray, head: YoloHead, net_w: int, net_h: int, thresh: float
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """darkcsp's [yolo] output (A*(5+C), H, W) decoded like OpenCV's (opencv.md 5.2): rows
+    """darkcsp's [yolo] output (A*(5+C), H, W) decoded like OpenCV's yolo layer: rows
     (y, x, anchor), columns cx, cy, w, h, obj, obj*class (<= thresh -> 0); relative to the
     input. Also the mask of scores too close to ``thresh`` to decide."""
     anchors = np.asarray(head.anchors, dtype=np.float64)

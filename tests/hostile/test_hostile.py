@@ -496,11 +496,23 @@ def test_yolo_with_wrong_filters(tmp_path: Path) -> None:
     assert "24 channels" in str(error) and "need 255" in str(error)
 
 
-def test_yolo_mask_beyond_num(tmp_path: Path) -> None:
+def test_yolo_mask_beyond_the_listed_anchors(tmp_path: Path) -> None:
     text = NET + conv(21) + YOLO.format(classes=2).replace("mask=0,1,2", "mask=0,1,3")
     error, path = cfg_error(tmp_path, text)
     assert_place(error, path, line_of(text, "mask=0,1,3"), "yolo", "mask")
-    assert "mask index 3 is not below num=3" in str(error)
+    assert "mask index 3 needs anchor pair 3, but only 3 pairs are listed" in str(error)
+
+
+def test_yolo_mask_beyond_num_reads_the_listed_anchors(tmp_path: Path) -> None:
+    """Darknet's parse_yolo reads every listed anchor into l.biases, so mask=0,1,3 with num=3
+    and four pairs listed uses the fourth pair (with a warning), as Darknet does."""
+    text = NET + conv(21) + YOLO.format(classes=2).replace("mask=0,1,2", "mask=0,1,3").replace(
+        "anchors=10,14,23,27,37,58", "anchors=10,14,23,27,37,58,81,82")
+    path = tmp_path / "model.cfg"
+    path.write_text(text)
+    with pytest.warns(CfgWarning, match="mask indices \\[3\\] are not below num=3"):
+        model = Darknet(path)
+    assert model.layers[-1].anchors == [(10.0, 14.0), (23.0, 27.0), (81.0, 82.0)]
 
 
 @pytest.mark.parametrize("anchors", ["anchors=10,14,23,27,37", "anchors=10,14"])

@@ -186,6 +186,17 @@ def test_nms_matches_sequential_greedy(kind: str, beta: float) -> None:
     np.testing.assert_array_equal(nms_sort(dets, 0, kind, beta), dets)  # nms 0 = off
 
 
+def test_nms_zeroes_only_the_same_class() -> None:
+    """The lower-scored overlapping box loses that class only; another class at the same place
+    survives (moved from the helper darkcsp.train.metrics had)."""
+    dets = np.zeros((3, 7), dtype=np.float32)
+    dets[:, :4] = [[0.5, 0.5, 0.4, 0.4], [0.52, 0.5, 0.4, 0.4], [0.5, 0.5, 0.4, 0.4]]
+    dets[:, 4] = 1
+    dets[:, 5:] = [[0.9, 0.0], [0.8, 0.0], [0.0, 0.7]]
+    np.testing.assert_array_equal(nms_sort(dets, 0.45)[:, 5:],
+                                  np.array([[0.9, 0.0], [0.0, 0.0], [0.0, 0.7]], np.float32))
+
+
 # -- the real yolov3-tiny -----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from reference_data import IMAGES, REPO, YOLOV3_TINY, require
-from darkcsp import Darknet, Detector
+from darkcsp import DarkcspError, Darknet, Detector
 from darkcsp.cli import main
 from darkcsp.export.onnx import export_onnx, output_names
 from darkcsp.infer.decode import get_network_boxes
@@ -275,3 +275,61 @@ def test_detector_folder_and_video(detectors: dict[str, Detector], tmp_path: Pat
     assert [i for i, _ in result] == [0, 1, 2]
     assert [found for _, found in result] == [detector.detect(f) for f in frames]
     assert [i for i, _ in detector.detect_video(video, stride=2)] == [0, 2]
+
+
+# -- one pipeline: .pt weights, the command, detect_image ---------------------------------------
+
+@pytest.fixture
+def tiny_files(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
+    """(cfg, .weights, .pt, image): a random-weight 64x64 two-head detector (BN non-trivial)
+    saved both ways, and a 90x70 noise image (many random detections)."""
+    from darkcsp.checkpoint import save_pt
+    from train_support import tiny_cfg
+
+    cfg = tiny_cfg(tmp_path)
+    model = _random_model(cfg.read_text(), seed=1)
+    model.save_weights(tmp_path / "tiny.weights")
+    save_pt(model, tmp_path / "tiny.pt")
+    image = tmp_path / "noise.png"
+    cv2.imwrite(str(image), np.random.default_rng(2).integers(0, 255, (70, 90, 3), np.uint8))
+    return cfg, tmp_path / "tiny.weights", tmp_path / "tiny.pt", image
+
+
+@pytest.mark.parametrize("backend", ["torch", "opencv"])
+def test_detector_takes_pt_weights(tiny_files, backend: str) -> None:
+    cfg, weights, pt, image = tiny_files
+    from_weights = Detector(cfg, weights, backend=backend, thresh=0.2).detect(image)
+    from_pt = Detector(cfg, pt, backend=backend, thresh=0.2).detect(image)
+    assert len(from_weights) > 3 and from_pt == from_weights
+
+
+def test_detect_command_is_the_detector(tiny_files, tmp_path: Path) -> None:
+    """``darkcsp detect`` (a .pt, --letterbox, torch backend) writes Detector.detect's entries."""
+    cfg, _, pt, image = tiny_files
+    out = tmp_path / "dets.json"
+    assert main(["detect", str(cfg), str(pt), str(image), "--thresh", "0.2", "--letterbox",
+                 "--json", str(out)]) == 0
+    expected = Detector(cfg, pt, thresh=0.2, letterbox=True).detect(image)
+    assert len(expected) > 3 and json.loads(out.read_text()) == expected
+    stretched = Detector(cfg, pt, thresh=0.2).detect(image)
+    assert [e["box"] for e in stretched] != [e["box"] for e in expected]
+
+
+def test_detect_image_wraps_the_detector_on_a_model(tiny_files) -> None:
+    """detect_image / detect_rows (the module as it is, RGB arrays) give the file Detector's
+    detections (fused, oneDNN convs): same classes, boxes within 1e-3 px."""
+    from darkcsp.checkpoint import load_model
+    from darkcsp.infer import detect_image, detect_rows, load_image
+
+    cfg, weights, _, image = tiny_files
+    reference = Detector(cfg, weights, thresh=0.2).detect(image)
+    model = load_model(cfg, weights)
+    for source in (image, (load_image(image) * 255).round().astype(np.uint8)):
+        found = detect_image(model, source, thresh=0.2)
+        assert [e["class_id"] for e in found] == [e["class_id"] for e in reference]
+        assert max(abs(a - b) for f, r in zip(found, reference)
+                   for a, b in zip(f["box"], r["box"])) < 1e-3
+    rows, width, height = detect_rows(model, image, thresh=0.2)
+    assert (width, height) == (90, 70) and rows.shape[1] == 5 + 3
+    with pytest.raises(DarkcspError, match="2 names but the network has 3 classes"):
+        Detector(cfg, weights, names=["only", "two"])

@@ -96,10 +96,6 @@ def test_ciou_value_with_offset_and_aspect():
 
 # -- a literal, per-element port of forward_yolo_layer (process_batch) as the oracle ----------
 
-def _sig(v: float) -> float:
-    return 1 / (1 + math.exp(-v))
-
-
 def _iou(a, b) -> float:
     def overlap(x1, w1, x2, w2):
         return min(x1 + w1 / 2, x2 + w2 / 2) - max(x1 - w1 / 2, x2 - w2 / 2)

@@ -48,7 +48,7 @@ def test_loss_falls_on_the_embedded_dataset(tmp_path):
     for key, value in fresh.state_dict().items():
         if "num_batches_tracked" not in key:
             assert torch.equal(value, state[key]), key
-    ckpt = torch.load(out / "last.pt", weights_only=False)
+    ckpt = torch.load(out / "last.pt", weights_only=True)
     assert ckpt["iteration"] == 12 and ckpt["seen"] == 96 and "optimizer" in ckpt
 
 
@@ -77,7 +77,7 @@ def test_ctrl_c_saves_and_resume_continues_exactly(tmp_path):
     box2.append(broken)
     with pytest.raises(KeyboardInterrupt):
         broken.run()
-    saved = torch.load(tmp_path / "broken" / "last.pt", weights_only=False)
+    saved = torch.load(tmp_path / "broken" / "last.pt", weights_only=True)
     assert saved["iteration"] == 3 and saved["seen"] == 24
     assert (tmp_path / "broken" / "backup" / "tiny_last.weights").is_file()
 
@@ -111,7 +111,7 @@ def test_two_process_ddp_on_cpu(tmp_path):
     fresh = Darknet(str(cfg))
     fresh.load_weights(weights)
     assert fresh.header.seen == 12
-    ckpt = torch.load(out / "last.pt", weights_only=False)
+    ckpt = torch.load(out / "last.pt", weights_only=True)
     for key, value in fresh.state_dict().items():
         if "num_batches_tracked" not in key:
             torch.testing.assert_close(value, ckpt["model"][key], msg=key)
@@ -233,19 +233,28 @@ def test_default_workers_leave_cpu_cores_to_torch(monkeypatch):
         assert default_workers(torch.device("cuda")) == cuda
 
 
-def test_simple_map_agrees_with_darkcsp_evaluate(tmp_path):
-    """The training-time mAP helper and the full ``detector map`` port give the same number."""
-    pytest.importorskip("darkcsp.evaluate")
-    pytest.importorskip("darkcsp.infer.decode")
-    from darkcsp.train.metrics import MapEvaluator, darknet_evaluator
+def test_training_map_is_darkcsp_evaluate(tmp_path, monkeypatch):
+    """The periodic mAP of a run is darkcsp.evaluate's (= ``darkcsp map``'s) on the same images
+    and weights, through the same per-image function (MapEvaluation.add)."""
+    import darkcsp
+    from darkcsp.data.synthetic import SyntheticShapes
+    from darkcsp.evaluate.run import MapEvaluation
 
-    trainer = Trainer(config(tmp_path, "agree", max_batches=6, map_every=100))
+    data = SyntheticShapes(SMALL).write(tmp_path / "syn")  # 96 px images: resized to 64
+    trainer = Trainer(config(tmp_path, "agree", data=str(data), max_batches=6, map_every=100))
     trainer._setup()  # untrained: many random candidates, a few hit by chance
-    valid = trainer.data.valid
-    simple = MapEvaluator(valid, 3)(trainer.model, trainer.device)
-    full = darknet_evaluator(valid, 3)(trainer.model, trainer.device)
-    assert simple > 0
-    assert simple == pytest.approx(full, abs=1e-9)
+    calls = []
+    add = MapEvaluation.add
+    monkeypatch.setattr(MapEvaluation, "add", lambda self, *a: calls.append(1) or add(self, *a))
+    during_training = trainer.evaluator(trainer.model, trainer.device)
+    assert during_training > 0 and len(calls) == SMALL.valid
+    cfg, weights = tmp_path / "trained.cfg", tmp_path / "trained.weights"
+    cfg.write_text(trainer.cfg_text)
+    trainer.model.save_weights(weights)
+    found = darkcsp.evaluate(data, cfg, weights, progress=False)
+    assert len(calls) == 2 * SMALL.valid
+    assert found.map == pytest.approx(during_training, abs=1e-9)
+    assert found.metrics["mAP"] == found.map and found.images == SMALL.valid
 
 
 def test_anchors_auto_and_learning_rate_override(tmp_path):
@@ -354,7 +363,7 @@ def test_quick_run_learns_the_synthetic_set(tmp_path):
     out = tmp_path / "quick"
     assert main([str(REPO / "cfg" / "csppeleenet-efm.cfg"), "--out", str(out),
                  "--no-progress"]) == 0
-    ckpt = torch.load(out / "last.pt", weights_only=False)
+    ckpt = torch.load(out / "last.pt", weights_only=True)
     assert ckpt["iteration"] == 800 and ckpt["best_map"] > 0.6, ckpt["history"]["map"]
     assert (out / "csppeleenet-efm.cfg").is_file()
 
@@ -379,6 +388,52 @@ def test_the_printed_evaluate_command_reproduces_the_runs_map(tmp_path, capsys):
     assert main(shlex.split(write)[1:]) == 0
     metrics = tmp_path / "metrics.json"
     assert main(shlex.split(evaluate)[1:] + ["--metrics-json", str(metrics)]) == 0
-    ckpt = torch.load(out / "last.pt", weights_only=False)
+    ckpt = torch.load(out / "last.pt", weights_only=True)
     assert ckpt["last_map"] > 0  # early, but some candidates hit: a comparison that can fail
     assert json.loads(metrics.read_text())["mAP"] == pytest.approx(ckpt["last_map"], abs=1e-6)
+
+
+def test_train_config_is_what_the_command_builds(tmp_path):
+    """darkcsp.train's keywords build the TrainConfig ``darkcsp train`` builds from the same
+    flags (the CLI calls train_config): quick defaults, --set merging, --weights, real data."""
+    import argparse
+
+    from darkcsp.cli.train import add_arguments, config_from_args
+    from darkcsp.train.run import train_config
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    cfg = str(REPO / "cfg" / "yolov3-tiny.cfg")
+    cases = [
+        ([cfg], {}),
+        ([cfg, "--set", "net.adam=0", "--lr", "0.01", "--max-batches", "50", "--no-amp",
+          "--no-progress", "--synthetic-size", "96"],
+         dict(settings=["net.adam=0"], learning_rate=0.01, max_batches=50, amp=False,
+              progress=False, synthetic_size=96)),
+        ([cfg, "--weights", "w.weights", "--seed", "3"], dict(weights="w.weights", seed=3)),
+        ([cfg, "--data", "x.data", "--batch", "16", "--out", "o", "--exist-ok"],
+         dict(data="x.data", batch=16, out="o", exist_ok=True)),
+    ]
+    for argv, keywords in cases:
+        data = keywords.pop("data", None)
+        assert train_config(cfg, data, **keywords) == config_from_args(parser.parse_args(argv)), \
+            argv
+    assert train_config(cfg).max_batches == 800  # the quick run: not vacuous
+    with pytest.raises(TypeError):
+        train_config(cfg, max_batch=5)  # a misspelt setting is an error, not ignored
+
+
+def test_darkcsp_train_runs_like_the_command(tmp_path):
+    import darkcsp
+    from darkcsp.train.trainer import TrainResult
+
+    result = darkcsp.train(str(tiny_cfg(tmp_path)), out=str(tmp_path / "api"), max_batches=2,
+                           batch=4, subdivisions=1, size=64, workers=0, progress=False,
+                           synthetic_train=8, synthetic_valid=4, synthetic_size=64,
+                           map_every=2, anchors="cfg")
+    assert isinstance(result, TrainResult) and result.iteration == 2 and result.seen == 8
+    assert 0 <= result.last_map <= 1 and (Path(result.out) / "last.pt").is_file()
+    ready = config(tmp_path, "ready", max_batches=1, map_every=10 ** 9)
+    assert darkcsp.train(ready).iteration == 1
+    with pytest.raises(TypeError, match="no data or settings"):
+        darkcsp.train(ready, max_batches=3)
