@@ -1,9 +1,9 @@
 """darkcsp: Darknet cfg files as PyTorch models with Darknet's exact numbers, and back."""
 from darkcsp.errors import CfgError, CfgWarning, DarkcspError, WeightsError
 from darkcsp.graph import Graph
+from darkcsp.infer.detector import Detector
 from darkcsp.lower import build_graph
 from darkcsp.network import Darknet
-from darkcsp.infer.detector import Detector
 
 __version__ = "0.1.0"
 

@@ -31,6 +31,7 @@ from darkcsp.errors import CfgError
 MAX_LAYERS = 20_000  # the largest published Darknet cfgs have about 1,000 layers
 MAX_ANCHORS = 4_096  # anchors per head (num=); real cfgs use 3 to 9
 MAX_BLOCKS = MAX_LAYERS  # blocks of one [csp]
+MAX_CLASSES = 100_000  # classes of a dataset (ImageNet-22k has 21,841; Darknet's 9k tree 9,418)
 MEMORY_FRACTION = 0.5  # of the memory available to this process
 MAX_IMAGE_PIXELS = 1 << 28  # 16384 x 16384; a float32 RGB copy is 3 GiB
 FLOAT_BYTES = 4

@@ -54,9 +54,11 @@ def _identity(path: PathLike) -> Path:
     return Path(os.path.abspath(os.fspath(path)))
 
 
-def output_file(path: PathLike, inputs: Iterable[PathLike] = (), what: str = "output") -> Path:
+def output_file(path: PathLike, inputs: Iterable[PathLike] = (), what: str = "output", *,
+                exist_ok: bool = True) -> Path:
     """``path`` checked as a file darkcsp is about to write: never one of ``inputs`` (same path
-    or same file through a link), never an existing directory, and its folder must be one."""
+    or same file through a link), never an existing directory, and its folder must be one; an
+    existing file only with ``exist_ok`` (the commands pass their ``--exist-ok``)."""
     target = Path(path)
     for source in inputs:
         if _identity(target) == _identity(source) or _same_file(target, Path(source)):
@@ -64,6 +66,9 @@ def output_file(path: PathLike, inputs: Iterable[PathLike] = (), what: str = "ou
                               "choose another output path (darkcsp never replaces its inputs)")
     if target.is_dir():
         raise FileRefused(f"{what} {os.fspath(path)!r} is a directory; give a file path")
+    if not exist_ok and (target.exists() or target.is_symlink()):
+        raise FileRefused(f"{what} {os.fspath(path)!r} already exists; choose a new path or "
+                          "pass --exist-ok to replace it")
     parent = target.parent
     if parent.exists() and not parent.is_dir():
         raise FileRefused(f"{what} {os.fspath(path)!r}: {os.fspath(parent)!r} is not a directory")

@@ -13,8 +13,8 @@ from typing import Union
 import torch
 
 from darkcsp.graph import Graph
-from darkcsp.network import Darknet
 from darkcsp.layers.registry import Node
+from darkcsp.network import Darknet
 from darkcsp.weights import expected_size
 
 ModelOrGraph = Union[Darknet, Graph]

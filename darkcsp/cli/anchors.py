@@ -34,11 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="FILE", default=None,
                         help="also write the anchors line to FILE (Darknet writes anchors.txt)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    arguments.add_exist_ok(parser, "--out")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.out is not None:  # checked before any work: never the .data file itself
-        output_file(args.out, [args.data], what="--out")
+        output_file(args.out, [args.data], "--out", exist_ok=args.exist_ok)
     wh, ids, classes, report = load_boxes(args.data, args.quiet)
     if report.counts:
         print(f"data problems (skipped): {report.summary()}", file=sys.stderr)

@@ -116,6 +116,12 @@ def memory_size(text: str) -> budget.MaxMemory:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def add_exist_ok(parser: argparse.ArgumentParser, outputs: str) -> None:
+    """``--exist-ok``: the command's ``outputs`` may replace existing files (never its inputs)."""
+    parser.add_argument("--exist-ok", action="store_true",
+                        help=f"let {outputs} replace an existing file (inputs are never replaced)")
+
+
 def add_max_memory(parser: argparse.ArgumentParser) -> None:
     """``--max-memory`` for a command that builds a model (passed on as ``max_memory``)."""
     parser.add_argument("--max-memory", type=memory_size, default=budget.AUTO,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from darkcsp.cli import arguments
 from darkcsp.checkpoint import convert
+from darkcsp.cli import arguments
 from darkcsp.files import output_file
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,10 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write only the first N layers (.weights output, like darknet "
                              "partial)")
     arguments.add_max_memory(parser)
+    arguments.add_exist_ok(parser, "OUTPUT")
 
 
 def run(args: argparse.Namespace) -> int:
-    output_file(args.output, [args.cfg, args.input])  # before the work; never an input
+    output_file(args.output, [args.cfg, args.input], "OUTPUT", exist_ok=args.exist_ok)  # before the work; never an input
     convert(args.cfg, args.input, args.output, args.cutoff, max_memory=args.max_memory)
     print(f"wrote {args.output}")
     return 0

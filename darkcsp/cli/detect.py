@@ -48,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what runs the network (same pre-processing, decode and NMS): "
                              "darkcsp's module (default), OpenCV 4.x DNN or onnxruntime")
     arguments.add_max_memory(parser)
+    arguments.add_exist_ok(parser, "--json")
 
 
 def _save_path(save_dir: Path, image: str, taken: set[str]) -> Path:
@@ -66,7 +67,7 @@ def _check_outputs(args: argparse.Namespace) -> set[str]:
     is no file; returns the names already taken in --save-dir (never overwritten)."""
     inputs = [args.cfg, args.weights, *args.images] + ([args.names] if args.names else [])
     if args.json:
-        output_file(args.json, inputs, "--json")
+        output_file(args.json, inputs, "--json", exist_ok=args.exist_ok)
     taken: set[str] = set()
     if args.save_dir:
         folder = output_dir(args.save_dir, inputs, exist_ok=True, what="--save-dir")

@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     inputs = [args.cfg, args.weights]
     if args.target == "onnx":  # OUT is the .onnx file: checked before the export
-        output_file(args.out_dir, inputs, "OUT")
+        output_file(args.out_dir, inputs, "OUT", exist_ok=args.exist_ok)
     else:
         output_dir(args.out_dir, inputs, exist_ok=args.exist_ok, what="OUT folder")
     if args.target == "onnx":

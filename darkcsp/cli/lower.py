@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from darkcsp.cli import arguments
 from darkcsp.export import TARGETS, cfg_text_for
 from darkcsp.files import atomic_write, output_file
 
@@ -13,10 +14,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="lowered cfg to write")
     parser.add_argument("--target", choices=TARGETS, default="darknet",
                         help="opencv: only sections OpenCV 4.x computes exactly (rewritten)")
+    arguments.add_exist_ok(parser, "-o")
 
 
 def run(args: argparse.Namespace) -> int:
-    output_file(args.output, [args.cfg], "-o")  # never the input cfg
+    output_file(args.output, [args.cfg], "-o", exist_ok=args.exist_ok)  # never the input cfg
     atomic_write(args.output, cfg_text_for(args.cfg, args.target).encode("utf-8"))
     print(f"wrote {args.output}")
     return 0

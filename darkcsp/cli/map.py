@@ -27,6 +27,7 @@ from typing import Sequence
 from darkcsp.cli import arguments
 from darkcsp.evaluate.darknet_map import DarknetMapResult
 from darkcsp.evaluate.run import evaluate
+from darkcsp.files import check_outputs_distinct, output_dir, output_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="evaluate only the first N images of the list")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     arguments.add_max_memory(parser)
+    arguments.add_exist_ok(parser, "--json and --metrics-json")
 
 
 def class_table(result: DarknetMapResult, names: Sequence[str]) -> str:
@@ -80,9 +82,8 @@ def class_table(result: DarknetMapResult, names: Sequence[str]) -> str:
 def _check_outputs(args: argparse.Namespace) -> None:
     """--json, --metrics-json (files, no input, not the same file) and --plots (a folder), all
     checked before the evaluation runs."""
-    from darkcsp.files import check_outputs_distinct, output_dir, output_file
     inputs = [args.data, args.cfg, args.weights]
-    files = [output_file(path, inputs, flag) for flag, path in
+    files = [output_file(path, inputs, flag, exist_ok=args.exist_ok) for flag, path in
              (("--json", args.json), ("--metrics-json", args.metrics_json)) if path]
     check_outputs_distinct(files)
     if args.plots:

@@ -133,8 +133,14 @@ def run(args: argparse.Namespace) -> int:
         best = f"{result.best_map:.4f}" if result.best_map >= 0 else "n/a"
         print(f"iterations {result.iteration}, seen {result.seen}, avg loss "
               f"{result.avg_loss:.4f}, {trainer.metric} {result.last_map:.4f} (best {best}), "
-              f"{result.images_per_second:.1f} images/s, {result.stopped}; files in "
-              f"{result.out}")
+              f"{result.images_per_second:.1f} images/s, {result.stopped}")
+        weights = sorted((result.out / "backup").glob(f"{trainer.name}_*.weights"))
+        print(f"run folder: {result.out}")
+        if (result.out / "chart.png").is_file():
+            print(f"  chart:   {result.out / 'chart.png'}")
+        for path in weights:
+            print(f"  weights: {path}")
+        print(f"  cfg:     {result.out / (trainer.name + '.cfg')}  (as trained; loads the weights)")
         if trainer.config.data is None and trainer.detector:  # how to look at the result
             s, name = trainer.synthetic, trainer.name
             print(f"evaluate: darkcsp synthetic DIR --train {s.train} --valid {s.valid} "

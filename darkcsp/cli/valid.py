@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from darkcsp.cli import arguments
 from darkcsp.checkpoint import load_model
+from darkcsp.cli import arguments
 from darkcsp.data.darknet import (DataError, data_classes, data_int, read_data_cfg,
                                   read_lines, read_names, resolve)
 from darkcsp.evaluate.classifier import (class_of, crop_image, resize_min, top_k,
                                          trunc_div)
+from darkcsp.files import output_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write {top1, topk, k, images} (fractions) as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     arguments.add_max_memory(parser)
+    arguments.add_exist_ok(parser, "--metrics-json")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from darkcsp.infer.preprocess import load_image
 
     if args.metrics_json is not None:  # before the work, never onto an input
-        from darkcsp.files import output_file
-        output_file(args.metrics_json, [args.data, args.cfg, args.weights], "--metrics-json")
+        output_file(args.metrics_json, [args.data, args.cfg, args.weights], "--metrics-json",
+                    exist_ok=args.exist_ok)
     data = read_data_cfg(args.data)
     labels = read_names(resolve(data.get("labels", "data/labels.list"), args.data))
     valid_list = resolve(data.get("valid", "data/train.list"), args.data)

@@ -80,6 +80,9 @@ class Option:
             raise section.error(f"expected {'an integer' if kind == 'int' else 'a number'}, "
                                 f"got {text!r}", self.name)
         prefix, rest = parsed
+        if len(prefix) > 40:  # far past any C int or double; Python's int() refuses > 4300 digits
+            raise section.error(f"{prefix[:20]}... ({len(prefix)} characters) is out of range",
+                                self.name)
         if rest.strip():
             section.warn(f"{text!r} is read as {prefix} (Darknet and OpenCV read numbers with C's "
                          f"{'atoi' if kind == 'int' else 'atof'}, which stops at {rest!r})",

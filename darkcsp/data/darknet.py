@@ -38,6 +38,7 @@ from typing import Sequence
 
 import numpy as np
 
+from darkcsp.budget import MAX_CLASSES
 from darkcsp.errors import DarkcspError
 from darkcsp.files import regular_file
 
@@ -162,7 +163,7 @@ def data_int(options: dict[str, str], key: str, path: str | os.PathLike,
     value = options.get(key)
     if value is None:
         return default
-    if not _INT.fullmatch(value):
+    if not _INT.fullmatch(value) or len(value) > 12:  # no 100,000-digit integers
         raise DataError(f"{os.fspath(path)}: {key}={value!r} is not an integer")
     return int(value)
 
@@ -173,6 +174,9 @@ def data_classes(options: dict[str, str], path: str | os.PathLike,
     classes = data_int(options, "classes", path, default)
     if classes is not None and classes <= 0:
         raise DataError(f"{os.fspath(path)}: classes={classes}: needs at least 1 class")
+    if classes is not None and classes > MAX_CLASSES:
+        raise DataError(f"{os.fspath(path)}: classes={classes}: more than the {MAX_CLASSES} "
+                        "classes darkcsp accepts")
     return classes
 
 

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import yaml
 
+from darkcsp.budget import MAX_CLASSES
 from darkcsp.data.darknet import (DataError, DataReport, DatasetError, Labels, check_labels,
                                   data_classes, label_path, read_data_cfg, read_label_file,
                                   read_labels, read_list, read_names, read_text, resolve)
@@ -370,6 +371,9 @@ def open_yolo_yaml(path: str | os.PathLike, max_classes: int | None = None) -> D
         raise DataError(f"data.yaml {path}: nc: expected an integer, got {nc!r}")
     if nc <= 0:
         raise DataError(f"data.yaml {path}: nc/names: needs at least 1 class")
+    if nc > MAX_CLASSES:
+        raise DataError(f"data.yaml {path}: nc={nc}: more than the {MAX_CLASSES} classes "
+                        "darkcsp accepts")
     classes = nc
     names = (names + [str(i) for i in range(len(names), classes)])[:classes]
     if "train" not in doc:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from darkcsp.budget import AUTO, MaxMemory
 from darkcsp.config.writer import format_cfg
+from darkcsp.files import atomic_write
 from darkcsp.graph import Graph
 from darkcsp.lower import load_graph
 from darkcsp.network import Darknet
-from darkcsp.files import atomic_write
 
 
 def graph_cfg_text(graph: Graph, origin: str | Path, target: str) -> str:

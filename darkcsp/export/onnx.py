@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from darkcsp.errors import DarkcspError
-from darkcsp.network import Darknet
 from darkcsp.layers.heads import YoloHead
+from darkcsp.network import Darknet
 
 if TYPE_CHECKING:
     import onnx

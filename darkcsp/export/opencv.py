@@ -33,14 +33,14 @@ from torch import nn
 from darkcsp.budget import AUTO, MaxMemory
 from darkcsp.config.reader import Section
 from darkcsp.errors import CfgError
+from darkcsp.export.darknet import graph_cfg_text
+from darkcsp.files import atomic_write
 from darkcsp.graph import Graph, GraphBuilder
 from darkcsp.layers.activations import OPENCV_ACTIVATIONS
 from darkcsp.layers.conv import BN_EPS, Conv
 from darkcsp.layers.registry import NETWORK_INPUT, Node, Shape
-from darkcsp.export.darknet import graph_cfg_text
 from darkcsp.lower import Lowering, load_graph
 from darkcsp.network import Darknet
-from darkcsp.files import atomic_write
 from darkcsp.weights import WeightsHeader
 
 OPENCV_BN_EPS = 1e-6  # the importer's BatchNorm layers; Darknet uses BN_EPS = 1e-5

@@ -34,9 +34,9 @@ from darkcsp.checkpoint import convert
 from darkcsp.errors import DarkcspError
 from darkcsp.export.onnx import INPUT_NAME, export_onnx, output_names
 from darkcsp.export.opencv import export_opencv
-from darkcsp.network import Darknet
 from darkcsp.infer.decode import detection_heads
 from darkcsp.layers.conv import Conv
+from darkcsp.network import Darknet
 
 BACKENDS = ("torch", "opencv", "onnx")
 ArrayLike = np.ndarray | torch.Tensor

@@ -26,15 +26,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from darkcsp.budget import AUTO, MaxMemory
 from darkcsp.checkpoint import load_model
-from darkcsp.errors import DarkcspError
-from darkcsp.network import Darknet
-from darkcsp.infer.decode import detection_heads, get_network_boxes
 from darkcsp.data.darknet import read_names
-from darkcsp.infer.output import detections_from_rows
+from darkcsp.errors import DarkcspError
+from darkcsp.infer.backends import Backend, ModuleBackend, make_backend
+from darkcsp.infer.decode import detection_heads, get_network_boxes
 from darkcsp.infer.nms import apply_nms
+from darkcsp.infer.output import detections_from_rows
 from darkcsp.infer.preprocess import ImageLike, ImageMeta, load_image, prepare
 from darkcsp.infer.preprocess import _stb_gray  # stb_image's luma, shared with load_image
-from darkcsp.infer.backends import Backend, ModuleBackend, make_backend
+from darkcsp.network import Darknet
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp",
                               ".pgm", ".ppm", ".pbm", ".jp2"})

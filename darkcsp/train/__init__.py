@@ -6,12 +6,12 @@ The package is callable as :func:`darkcsp.train.run.train`: ``darkcsp.train(cfg,
 **settings)``, the Python form of ``darkcsp train``."""
 from __future__ import annotations
 
-from darkcsp.train.loss import YoloLoss, yolo_delta
-from darkcsp.train.schedule import darknet_rate, make_optimizer
-from darkcsp.data.synthetic import SyntheticShapes, SyntheticSpec
-from darkcsp.train.trainer import TrainConfig, Trainer, TrainResult
-from darkcsp.train.run import train, train_config
 from darkcsp.callable_package import callable_package
+from darkcsp.data.synthetic import SyntheticShapes, SyntheticSpec
+from darkcsp.train.loss import YoloLoss, yolo_delta
+from darkcsp.train.run import train, train_config
+from darkcsp.train.schedule import darknet_rate, make_optimizer
+from darkcsp.train.trainer import TrainConfig, Trainer, TrainResult
 
 __all__ = ["TrainConfig", "Trainer", "TrainResult", "train", "train_config", "YoloLoss",
            "yolo_delta", "darknet_rate", "make_optimizer", "SyntheticShapes", "SyntheticSpec"]

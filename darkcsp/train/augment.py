@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from darkcsp.config.options import OptionValues
+from darkcsp.data.darknet import DataError
 
 
 class DarknetRandom:
@@ -432,7 +433,7 @@ def training_sample(load, index: int, count: int, w: int, h: int, p: AugmentPara
             if img is not None:
                 return match_channels(img, p.channels), labels
             bad.append(name)
-        raise RuntimeError(f"16 images in a row could not be read (last: {bad[-1]}); check the "
+        raise DataError(f"16 images in a row could not be read (last: {bad[-1]}); check the "
                            "dataset")
 
     use_mosaic = p.mosaic and rng.coin()

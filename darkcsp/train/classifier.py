@@ -29,11 +29,11 @@ import numpy as np
 import torch
 
 from darkcsp.config.options import OptionValues
-from darkcsp.layers.connected import Softmax
-from darkcsp.train.augment import DarknetRandom, hsv_adjust, match_channels, to_tensor
 from darkcsp.data.darknet import (DataError, DataReport, read_data_cfg, read_list, read_names,
                                   resolve)
 from darkcsp.data.datasets import IMAGE_EXTS, read_image
+from darkcsp.layers.connected import Softmax
+from darkcsp.train.augment import DarknetRandom, hsv_adjust, match_channels, to_tensor
 from darkcsp.train.loss import LossResult
 
 
@@ -157,7 +157,7 @@ class ClassifierDataset(torch.utils.data.Dataset):
                 break
             bad.append(self.source.name(j))
         else:
-            raise RuntimeError(f"16 images in a row could not be read (last: {bad[-1]})")
+            raise DataError(f"16 images in a row could not be read (last: {bad[-1]})")
         img = match_channels(img, int(self.net.channels))
         crop = augment_classifier(img, w, h, self.net, rng)
         eps = float(self.net.label_smooth_eps)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,9 @@ from darkcsp.errors import DarkcspError
 from train_support import tiny_cfg
 
 BOM = b"\xef\xbb\xbf"
+
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _synthetic(tmp_path, classes=3):
@@ -77,7 +81,9 @@ def test_data_line_without_equals_is_an_error_with_its_line(tmp_path):
 @pytest.mark.parametrize("value, message", [("abc", "classes='abc' is not an integer"),
                                             ("0", "classes=0: needs at least 1 class"),
                                             ("-2", "classes=-2: needs at least 1 class"),
-                                            ("2.5", "classes='2.5' is not an integer")])
+                                            ("2.5", "classes='2.5' is not an integer"),
+                                            ("2000000000", "more than the 100000 classes"),
+                                            ("9" * 5000, "is not an integer")])
 def test_bad_classes_is_one_error_naming_file_and_key(tmp_path, value, message):
     data = _synthetic(tmp_path)
     data.write_text(data.read_text().replace("classes = 3", f"classes = {value}"))
@@ -94,6 +100,25 @@ def test_bad_classes_in_the_cli_is_a_message_not_a_traceback(tmp_path, capsys):
                  "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and f"{data}: classes='abc' is not an integer" in err
+
+
+def test_an_image_list_of_unreadable_entries_is_a_message_not_a_traceback(tmp_path, capsys):
+    """Every listed image unreadable (here: folders): a one-line error naming one of them,
+    not a traceback from the middle of the first batch."""
+    from darkcsp.cli import main
+    data = _synthetic(tmp_path)
+    listing = data.parent / "train.txt"
+    folders = [data.parent / f"not_an_image_{i}.jpg" for i in range(3)]
+    for folder in folders:
+        folder.mkdir()
+    listing.write_text("".join(f"{f}\n" for f in folders))
+    assert main(["train", str(REPO / "cfg" / "yolov3-tiny.cfg"), "--data", str(data),
+                 "--out", str(tmp_path / "run"), "--max-batches", "1", "--size", "32",
+                 "--batch", "2", "--subdivisions", "1", "--workers", "0", "--no-progress",
+                 "--classes", "3", "--map-every", "1000"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(err)
+    assert err[-1].startswith("darkcsp train: ") and "could not be read" in err[-1], err
 
 
 def test_non_utf8_data_and_names_are_errors_naming_the_file(tmp_path):

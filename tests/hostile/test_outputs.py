@@ -77,6 +77,22 @@ def test_lower_never_writes_over_its_input(model_files, capsys):
     assert digest(cfg) == before
 
 
+def test_an_existing_file_is_replaced_only_with_exist_ok(model_files, tmp_path, capsys):
+    """An output path that names some other existing file (a user's weights given as the
+    lowered cfg's path, an earlier JSON) is refused unless --exist-ok."""
+    cfg, weights = model_files
+    keep = tmp_path / "precious.weights"
+    keep.write_bytes(weights.read_bytes())
+    before = digest(keep)
+    for argv in (["lower", str(cfg), "-o", str(keep)],
+                 ["convert", str(cfg), str(weights), str(keep)],
+                 ["export", str(cfg), str(weights), "--to", "onnx", str(keep)]):
+        refused(argv, capsys, "already exists")
+    assert digest(keep) == before
+    assert main(["lower", str(cfg), "-o", str(keep), "--exist-ok"]) == 0
+    assert keep.read_text().startswith("#") and "[net]" in keep.read_text()
+
+
 @pytest.mark.parametrize("target", ["darknet", "opencv"])
 def test_export_into_the_inputs_folder(model_files, capsys, target):
     cfg, weights = model_files

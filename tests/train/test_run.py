@@ -381,7 +381,15 @@ def test_the_printed_evaluate_command_reproduces_the_runs_map(tmp_path, capsys):
                  "--size", "64", "--workers", "0", "--no-progress", "--synthetic-train", "16",
                  "--synthetic-valid", "6", "--synthetic-size", "64", "--map-every", "6",
                  "--seed", "2"]) == 0
-    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("evaluate: ")]
+    printed = capsys.readouterr().out.splitlines()
+    # where the run's files are (the README's first command promises it), each one real
+    assert f"run folder: {out}" in printed
+    shown = {ln.split(":", 1)[0].strip(): ln.split(":", 1)[1].strip().split("  ")[0]
+             for ln in printed if ln.startswith("  ")}
+    assert Path(shown["chart"]) == out / "chart.png" and Path(shown["chart"]).is_file()
+    assert Path(shown["weights"]).parent == out / "backup" and Path(shown["weights"]).is_file()
+    assert Path(shown["cfg"]) == out / "tiny.cfg" and Path(shown["cfg"]).is_file()
+    line = [ln for ln in printed if ln.startswith("evaluate: ")]
     assert len(line) == 1
     write, evaluate = line[0][len("evaluate: "):].replace("DIR", str(tmp_path / "syn")).split(
         " && ")
