@@ -104,6 +104,7 @@ class GraphBuilder:
         inputs = kind.sources(opts, index, section)
         node = Node(index, section, kind, opts, inputs, [self.shape_of(i) for i in inputs],
                     self.info)
+        node.refs = {i: self.nodes[i] for i in kind.referenced(opts)}
         node.out_shape = kind.shape(node)
         if min(node.out_shape.c, node.out_shape.h, node.out_shape.w) < 1:
             raise node.error(f"the output would be empty ({node.out_shape})")

@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synthetic": ("darkcsp.cli.synthetic", "write the embedded synthetic training set to disk"),
     "anchors": ("darkcsp.cli.anchors", "anchors by IoU k-means (detector calc_anchors)"),
     "valid": ("darkcsp.cli.valid", "classifier top-1/top-k (classifier valid)"),
+    "compare": ("darkcsp.cli.compare", "where OpenCV, ONNX or Darknet leave darkcsp's numbers "
+                "(per engine: error, first divergent layer, detections)"),
 }
 
 # Darknet's argument order: ``darkcsp detector train DATA CFG [WEIGHTS]``.

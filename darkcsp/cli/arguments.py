@@ -60,8 +60,12 @@ def float_range(minimum: float, maximum: float | None = None, *, open_min: bool 
     return parse
 
 
-positive_int = int_range(1, name="positive integer")
-non_negative_int = int_range(0, name="non-negative integer")
+C_INT_MAX = 2 ** 31 - 1  # Darknet's counters are C ints
+positive_int = int_range(1, C_INT_MAX, name="positive integer")
+non_negative_int = int_range(0, C_INT_MAX, name="non-negative integer")
+MAX_GENERATED_IMAGES = 1_000_000  # synthetic images are indexed in memory
+image_count = int_range(1, MAX_GENERATED_IMAGES, name="image count")
+held_out_count = int_range(0, MAX_GENERATED_IMAGES, name="held-out image count")
 worker_count = int_range(0, 1024, name="worker count")
 thread_count = int_range(1, 4096, name="thread count")
 seed = int_range(0, 2 ** 32 - 1, name="seed")

@@ -13,8 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     spec = SyntheticSpec()
     parser.add_argument("out", help="folder for images/, train.txt, valid.txt, obj.names, "
                         "obj.data")
-    parser.add_argument("--train", type=arguments.positive_int, default=spec.train, help="training images")
-    parser.add_argument("--valid", type=arguments.non_negative_int, default=spec.valid, help="held-out images")
+    parser.add_argument("--train", type=arguments.image_count, default=spec.train, help="training images")
+    parser.add_argument("--valid", type=arguments.held_out_count, default=spec.valid, help="held-out images")
     parser.add_argument("--classes", type=arguments.shape_classes, default=spec.classes, help="1..5 shape classes")
     parser.add_argument("--size", type=arguments.synthetic_size, default=spec.size, help="image side in pixels")
     parser.add_argument("--seed", type=arguments.seed, default=spec.seed,

@@ -80,9 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(CUDA)")
     parser.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--synthetic-train", type=arguments.positive_int, default=1024,
+    parser.add_argument("--synthetic-train", type=arguments.image_count, default=1024,
                         help="synthetic training images")
-    parser.add_argument("--synthetic-valid", type=arguments.positive_int, default=128,
+    parser.add_argument("--synthetic-valid", type=arguments.image_count, default=128,
                         help="synthetic held-out images")
     parser.add_argument("--synthetic-classes", type=arguments.shape_classes, default=3, help="1..5 shape classes")
     parser.add_argument("--synthetic-size", type=arguments.synthetic_size, default=256, help="synthetic image size")
@@ -133,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
         best = f"{result.best_map:.4f}" if result.best_map >= 0 else "n/a"
         print(f"iterations {result.iteration}, seen {result.seen}, avg loss "
               f"{result.avg_loss:.4f}, {trainer.metric} {result.last_map:.4f} (best {best}), "
-              f"{result.images_per_second:.1f} images/s, {result.stopped}")
+              f"{result.images_per_second:.1f} images/s (wall clock, "
+              f"{result.data_wait_fraction:.0%} waiting for data), {result.stopped}")
         weights = sorted((result.out / "backup").glob(f"{trainer.name}_*.weights"))
         print(f"run folder: {result.out}")
         if (result.out / "chart.png").is_file():

@@ -17,8 +17,9 @@ Inputs are plain arrays, one :class:`ImageDetections` and one :class:`ImageTruth
   are ignored (Darknet's ``prob > 0``). :meth:`ImageDetections.from_probs` flattens Darknet's
   ``(boxes, classes)`` probability matrix in Darknet's loop order (box, then class).
 
-The order of candidates within an image matters in exactly one place, as in Darknet: the TP/FP
-count at ``thresh`` (see :class:`DarknetMap`).
+The order of candidates within an image matters, as in Darknet, for the TP/FP count at
+``thresh`` (see :class:`DarknetMap`) and otherwise only among exactly equal scores in the ranking.
+For a model's output, Darknet's order is the one its NMS leaves (:func:`nms_sort_order`).
 
 IoU is Darknet's ``box_iou`` evaluated in float32 on centre boxes, with the same operation order,
 so a pair sitting exactly on the threshold is decided as Darknet decides it.
@@ -75,6 +76,39 @@ def darknet_box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         iou = np.where((inter == 0) | (union == 0), np.float32(0), inter / union)
     return iou.astype(np.float32, copy=False)
+
+
+def nms_sort_order(objectness: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """The order ``do_nms_sort``/``diounms_sort`` leave Darknet's detection array in: indices
+    into the rows of ``get_network_boxes`` (``objectness`` (N,), ``probs`` (N, classes), both
+    as they were BEFORE suppression).
+
+    Darknet first moves every row with objectness 0 to the end (swapping it with the current
+    last row), then, for class 0, 1, ..., classes-1 in turn, ``qsort``s the other rows by that
+    class's probability, descending, and suppresses that class. Suppressing class k only zeroes
+    class k, so each sort's key is still the pre-suppression value. glibc's ``qsort`` is a
+    stable merge sort, so the sorts compose: the final order is by the LAST class's
+    probability, ties by the one before it, and so on down to class 0, then by the row order
+    left by the first step.
+    """
+    obj = np.asarray(objectness, dtype=np.float32).reshape(-1)
+    p = np.asarray(probs, dtype=np.float32).reshape(len(obj), -1)
+    order = np.arange(len(obj))
+    total = len(obj)
+    if (obj == 0).any():  # Darknet's swap loop, step for step
+        i, last = 0, total - 1
+        while i <= last:
+            if obj[order[i]] == 0:
+                order[i], order[last] = order[last], order[i]
+                last -= 1
+            else:
+                i += 1
+        total = last + 1
+    head = order[:total]
+    if p.shape[1] and total:
+        # np.lexsort: stable, the LAST key is the primary one
+        head = head[np.lexsort([-p[head, k] for k in range(p.shape[1])])]
+    return np.concatenate([head, order[total:]])
 
 
 @dataclass
@@ -272,18 +306,27 @@ def average_precision(precision: np.ndarray, recall: np.ndarray, points: int) ->
 class DarknetMap:
     """Accumulates images one at a time, then ranks them like ``validate_detector_map``.
 
-    Per image (order of candidates as given):
+    Per image, the candidates are walked in the order given (for a model: Darknet's detection
+    array after NMS, box by box and class by class, see
+    :func:`darkcsp.evaluate.run.nms_candidates`):
 
     1. each candidate's truth is the same-class truth with the highest IoU ``> iou_thresh``
        (strict; ties keep the first truth); without one, a candidate whose IoU with a same-class
        *difficult* box is ``> iou_thresh`` is dropped from the ranking;
-    2. at ``thresh`` (strict ``>``): TP if it has a truth that no *earlier candidate of this
-       image* (whatever its score) already points to, else FP. A dropped difficult candidate still
-       counts as FP here, as in Darknet. ``avg_iou`` sums the TPs' IoU and divides by TP + FP.
+    2. the ``--thresh`` statistics are decided right there, before anything is ranked, for each
+       candidate whose score is ``> thresh`` (strict): it is a TP when it has a truth and no
+       EARLIER candidate of the SAME image points at that truth, whatever that earlier
+       candidate's score (one below ``thresh`` still takes the truth away) and whether or not
+       it was itself counted; otherwise (no truth, or the truth already pointed at, or dropped
+       as difficult) it is an FP, with no fall-back to a second-best truth. There is no
+       "claimed" flag as in the ranking: all that counts is which earlier candidates of the
+       image point at the truth, so the order of the candidates decides. A TP adds its IoU
+       with its truth to a float32 running sum (overall and per class); the average IoU is
+       that sum over TP + FP. FN = all truths of all images - TP.
 
     Then (:meth:`result`) all candidates of all images and classes are sorted by score,
-    descending (ties keep insertion order: Darknet's ``qsort`` leaves them undefined), and walked:
-    TP if the truth is not claimed yet, else FP. mAP divides by the number of classes.
+    descending (ties keep insertion order, as glibc's stable ``qsort`` does), and walked: TP if
+    the truth is not claimed yet (it then is), else FP. mAP divides by the number of classes.
     """
 
     def __init__(self, num_classes: int, *, iou_thresh: float = 0.5, thresh: float = 0.25,

@@ -33,7 +33,8 @@ from darkcsp.data.darknet import (DataReport, DatasetError, image_id, label_path
                                   read_data_cfg, read_labels, read_list, read_names, resolve)
 from darkcsp.errors import DarkcspError
 from darkcsp.evaluate.darknet_map import (DARKNET_MAP_NMS, DARKNET_MAP_THRESH, DarknetMap,
-                                          DarknetMapResult, ImageDetections, ImageTruth)
+                                          DarknetMapResult, ImageDetections, ImageTruth,
+                                          nms_sort_order)
 from darkcsp.infer.backends import Backend, ModuleBackend, make_backend
 from darkcsp.infer.decode import detection_heads, get_network_boxes
 from darkcsp.infer.detector import rgb_to_network_image
@@ -61,21 +62,32 @@ def map_candidates(model: Any, outputs: Sequence[Any], meta: ImageMeta,
                    nms_kind: tuple[str, float] | None = None,
                    classes: int | None = None) -> ImageDetections:
     """One image's candidates (relative centre boxes) from its head outputs: Darknet's
-    ``get_network_boxes`` at ``settings.thresh``, NMS at ``settings.nms`` with ``nms_kind``
-    ((kind, beta); default the model's last head's), in the order Darknet's loop meets them;
-    only the first ``classes`` classes when given (default: all of the model's).
-
-    After ``do_nms_sort`` Darknet's detection array is sorted by the LAST class's
-    (pre-suppression) probability, descending (its qsort leaves ties unordered; here they keep
-    the decode order). For a one-class model this is exactly Darknet's order; it only affects
-    the TP/FP count at ``thresh``."""
+    ``get_network_boxes`` at ``settings.thresh``, then :func:`nms_candidates` (NMS at
+    ``settings.nms`` with ``nms_kind`` ((kind, beta); default the model's last head's), in the
+    order Darknet's loop meets them); only the first ``classes`` classes when given (default:
+    all of the model's)."""
     kind, beta = nms_kind if nms_kind is not None else nms_settings(model)
     rows = get_network_boxes(model, outputs, meta.orig_w, meta.orig_h, settings.thresh,
                              meta.letterbox)
-    last = rows[:, -1].copy()
-    rows = nms_sort(rows, settings.nms, kind, beta)[np.argsort(-last, kind="stable")]
-    return ImageDetections.from_probs(rows[:, :4], rows[:, 5:] if classes is None
-                                      else rows[:, 5:5 + classes])
+    return nms_candidates(rows, settings.nms, kind, beta, classes)
+
+
+def nms_candidates(rows: np.ndarray, nms: float, kind: str = "default", beta: float = 0.6,
+                   classes: int | None = None) -> ImageDetections:
+    """Candidates from one image's ``get_network_boxes`` rows ``[x, y, w, h, obj, probs..]``
+    as ``validate_detector_map`` walks them.
+
+    NMS zeroes suppressed class probabilities, and it also reorders Darknet's array in place
+    (:func:`~darkcsp.evaluate.darknet_map.nms_sort_order`: by the last class's pre-suppression
+    probability, ties by the class before it, ... then by decode order); Darknet then walks
+    box by box, class by class, every probability > 0. The order only decides the TP/FP count
+    at ``--thresh``, never the mAP. Without NMS (``nms <= 0``) the decode order stays."""
+    rows = np.asarray(rows, dtype=np.float32)
+    if nms > 0:
+        order = nms_sort_order(rows[:, 4], rows[:, 5:])
+        rows = nms_sort(rows, nms, kind, beta)[order]
+    probs = rows[:, 5:] if classes is None else rows[:, 5:5 + classes]
+    return ImageDetections.from_probs(rows[:, :4], probs)
 
 
 Forward = Callable[[Any], Sequence[Any]]
@@ -299,5 +311,5 @@ def evaluate(data: str | os.PathLike, cfg: str | os.PathLike, weights: str | os.
 
 
 __all__ = ["DetectionPass", "MAP_PASS", "COCO_PASS", "VALID_THRESH", "VALID_NMS",
-           "map_candidates", "MapEvaluation", "evaluate_source", "EvaluationResult",
-           "metrics_dict", "evaluate"]
+           "map_candidates", "nms_candidates", "MapEvaluation", "evaluate_source",
+           "EvaluationResult", "metrics_dict", "evaluate"]

@@ -16,6 +16,10 @@ The legacy TorchScript exporter (``dynamo=False``) is used: it gives a flat grap
 ops. Shape arithmetic the tracer records is then folded (:func:`fold_static_shapes`), because
 OpenCV's ONNX importer wants paddings and reshape targets as constants; with that, OpenCV 4.14's
 ``readNetFromONNX`` runs every zoo detector, raw and decoded, at batch 1 and 2.
+
+A ``[maxpool]`` is one ``MaxPool`` with Darknet's asymmetric ``pads`` (no -inf Pad, no Slice, so
+ONNX Runtime's static quantization can calibrate it) and an ``[upsample]`` one nearest ``Resize``:
+the layers' own export forms (``_OnnxMaxPool``, ``_OnnxNearest``), chosen while exporting.
 """
 from __future__ import annotations
 

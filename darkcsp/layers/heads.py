@@ -16,7 +16,8 @@ from torch import nn
 from darkcsp.budget import MAX_ANCHORS
 from darkcsp.config.options import Option, OptionValues
 from darkcsp.config.reader import Section
-from darkcsp.layers.registry import (DarknetModule, LayerType, Node, OpenCVEmitter, register, Shape)
+from darkcsp.layers.registry import (DarknetModule, LayerType, Node, OpenCVEmitter, register,
+                                     resolve_index, Shape)
 
 
 NMS_KINDS = ("default", "greedynms", "diounms", "cornersnms")
@@ -159,10 +160,45 @@ class YoloType(_YoloBaseType):
                Option("track_history_size", "int", 5), Option("sim_thresh", "float", 0.8),
                Option("dets_for_track", "int", 1), Option("dets_for_show", "int", 1),
                Option("track_ciou_norm", "float", 0.01),
-               Option("embedding_layer", "int", None),
+               Option("embedding_layer", "int", None,
+                      doc="the layer whose output holds each anchor's embedding (tracking and "
+                          "[contrastive]); the [yolo] output does not depend on it"),
                Option("thresh", "float", 0.2,
                       doc="read by OpenCV only, Darknet ignores it: OpenCV zeroes class scores "
                           "<= thresh in the layer output (its default 0.2)"))
+
+    def sources(self, opts: OptionValues, index: int, section: Section) -> list[int]:
+        """The previous layer; ``embedding_layer`` is resolved as ``parse_yolo`` does (negative:
+        relative) and must name an earlier layer (Darknet reads ``net.layers[id]`` unchecked)."""
+        if opts.embedding_layer is not None:
+            opts["embedding_layer"] = resolve_index(section, "embedding_layer",
+                                                    opts.embedding_layer, index)
+        return [index - 1]
+
+    def referenced(self, opts: OptionValues) -> list[int]:
+        return [] if opts.embedding_layer is None else [opts.embedding_layer]
+
+    def shape(self, node: Node) -> Shape:
+        """The input shape; with ``embedding_layer`` also Darknet's ``embedding_size = le.n /
+        l.n`` (``le.n`` is the filters of a convolutional embedding layer, ``l.n`` the masked
+        anchors), in ``node.info``, warned about as Darknet does when it does not divide. Only
+        the detections' tracking embeddings (filled by the GPU forward only) and a
+        ``[contrastive]`` layer's check use it; ``l.output`` is the same with or without it."""
+        out = super().shape(node)
+        index = node.opts.embedding_layer
+        if index is not None:
+            source = node.refs[index]
+            anchors = len(node.info["anchors"])
+            if source.kind.name == "convolutional":
+                filters = source.opts.filters
+                node.info["embedding_size"] = filters // anchors
+                if filters % anchors:
+                    node.section.warn(f"filters={filters} of embedding_layer {index} is not "
+                                      f"divisible by the {anchors} anchors (Darknet warns too)",
+                                      "embedding_layer")
+            else:  # Darknet's le.n means something else for other types (route: input count)
+                node.info["embedding_size"] = None
+        return out
 
     def opencv_lower(self, node: Node, low: OpenCVEmitter) -> None:
         """The keys OpenCV reads, with ``thresh=0`` (unthresholded scores) and no

@@ -4,7 +4,8 @@
 Darknet's spatial pools share one geometry: ``out = (in + padding - size) / stride + 1`` with the
 window origin at ``-padding/2`` (integer division), so the default ``padding = size - 1`` pads an
 even kernel only on the right/bottom. PyTorch's symmetric padding cannot express that, so the
-modules pad explicitly.
+modules pad explicitly. The ONNX export writes a max pool as one ``MaxPool`` with asymmetric
+``pads`` instead (:class:`_OnnxMaxPool`).
 """
 from __future__ import annotations
 
@@ -55,6 +56,12 @@ class DarknetPool(DarknetModule):
         end_h = max(0, (out_h - 1) * stride_h + size - begin - in_h)
         end_w = max(0, (out_w - 1) * stride_w + size - begin - in_w)
         pads = (begin, end_w, begin, end_h)
+        if (not self.average and torch.onnx.is_in_onnx_export()
+                and max(pads) < size):  # ONNX Runtime wants every pad below the kernel
+            # one ONNX MaxPool with Darknet's asymmetric pads: no -inf Pad, no Slice
+            return _OnnxMaxPool.apply(x, size, (stride_h, stride_w),
+                                      (int(begin), int(begin), int(end_h), int(end_w)),
+                                      (int(out_h), int(out_w)))
         if self.average:
             ones = torch.ones_like(x[:1, :1])
             total = F.avg_pool2d(F.pad(x, pads), size, self.stride)
@@ -65,6 +72,26 @@ class DarknetPool(DarknetModule):
         else:
             y = F.max_pool2d(x, size, self.stride)
         return y[:, :, :out_h, :out_w]
+
+
+class _OnnxMaxPool(torch.autograd.Function):
+    """Darknet's max pool as it is exported: ONNX ``MaxPool`` with asymmetric ``pads``
+    ``(top, left, bottom, right)``. ONNX pads a max pool with -inf in effect, and with the
+    right/bottom pads of :class:`DarknetPool` its floor-mode output size is Darknet's exactly,
+    so no Pad or Slice is needed. The forward (what the tracer runs) is the explicit form."""
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor, size: int, stride: tuple[int, int],
+                pads: tuple[int, int, int, int], out: tuple[int, int]) -> torch.Tensor:
+        top, left, bottom, right = pads
+        y = F.max_pool2d(F.pad(x, (left, right, top, bottom), value=float("-inf")), size, stride)
+        return y[:, :, :out[0], :out[1]]
+
+    @staticmethod
+    def symbolic(g: object, x: object, size: int, stride: tuple[int, int],
+                 pads: tuple[int, int, int, int], out: tuple[int, int]) -> object:
+        return g.op("MaxPool", x, kernel_shape_i=[size, size], strides_i=list(stride),
+                    pads_i=list(pads))  # type: ignore[attr-defined]
 
 
 class Maxout(DarknetModule):

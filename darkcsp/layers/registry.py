@@ -61,6 +61,8 @@ class Node:
     net: NetInfo
     out_shape: Shape = Shape(0, 0, 0)
     info: dict[str, Any] = field(default_factory=dict)  # derived values the shape rule computed
+    # earlier layers consulted (not read) while building: LayerType.referenced, by index
+    refs: dict[int, "Node"] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def in_shape(self) -> Shape:
@@ -168,6 +170,13 @@ class LayerType:
     def sources(self, opts: OptionValues, index: int, section: Section) -> list[int]:
         """Absolute indices of the layers this one reads; the previous layer by default."""
         return [index - 1]
+
+    def referenced(self, opts: OptionValues) -> list[int]:
+        """Absolute indices (resolved by ``sources``) of earlier layers whose options and
+        derived values this layer's shape rule consults without reading their output, as
+        Darknet's parser looks at ``params.net.layers[i]`` (``[yolo] embedding_layer``,
+        ``[contrastive] yolo_layer``); they arrive as ``node.refs``."""
+        return []
 
     def shape(self, node: Node) -> Shape:
         """The output shape; raise ``node.error(...)`` when the inputs do not fit."""

@@ -13,13 +13,34 @@ from darkcsp.layers.registry import (DarknetModule, LayerType, Node, OpenCVEmitt
 
 
 
+class _OnnxNearest(torch.autograd.Function):
+    """Nearest up-sampling by an integer factor as it is exported: ONNX ``Resize`` with constant
+    scales ``(1, 1, s, s)``, ``asymmetric`` coordinates and ``floor`` rounding, which reads
+    ``in[y // s, x // s]`` exactly. The forward (what the tracer runs) is the explicit form."""
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor, s: int) -> torch.Tensor:
+        b, c, h, w = x.shape
+        return x[:, :, :, None, :, None].expand(b, c, h, s, w, s).reshape(b, c, h * s, w * s)
+
+    @staticmethod
+    def symbolic(g: object, x: object, s: int) -> object:
+        roi = g.op("Constant", value_t=torch.tensor([], dtype=torch.float32))  # type: ignore
+        scales = g.op("Constant",  # type: ignore[attr-defined]
+                      value_t=torch.tensor([1.0, 1.0, float(s), float(s)]))
+        return g.op("Resize", x, roi, scales, mode_s="nearest",  # type: ignore[attr-defined]
+                    coordinate_transformation_mode_s="asymmetric", nearest_mode_s="floor")
+
+
 class Upsample(DarknetModule):
     def __init__(self, stride: int, scale: float) -> None:
         super().__init__()
         self.stride, self.scale = stride, scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride > 0:
+        if self.stride > 0 and torch.onnx.is_in_onnx_export():
+            y = _OnnxNearest.apply(x, self.stride)  # one Resize (nearest), no shape arithmetic
+        elif self.stride > 0:
             s = self.stride
             b, c, h, w = x.shape
             y = x[:, :, :, None, :, None].expand(b, c, h, s, w, s).reshape(b, c, h * s, w * s)

@@ -1,6 +1,6 @@
-"""``darkcsp train``: train a Darknet cfg with its own ``[net]`` schedule and ``[yolo]`` (or
-``[softmax]``) losses, Darknet's numbers reproduced (see each module's docstring for what is
-exact and what is simplified).
+"""``darkcsp train``: train a Darknet cfg with its own ``[net]`` schedule and ``[yolo]``,
+``[Gaussian_yolo]``, ``[region]`` (or ``[softmax]``) losses, Darknet's numbers reproduced (see
+each module's docstring for what is exact and what is simplified).
 
 The package is callable as :func:`darkcsp.train.run.train`: ``darkcsp.train(cfg, data=None,
 **settings)``, the Python form of ``darkcsp train``."""

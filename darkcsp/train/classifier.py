@@ -191,7 +191,8 @@ class SoftmaxLoss:
         return [self.index]
 
     def __call__(self, inputs: list[torch.Tensor], truth: torch.Tensor, net_w: int,
-                 net_h: int) -> LossResult:
+                 net_h: int, seen: int = 0) -> LossResult:
+        """``seen`` (Darknet's image count) is not used by the softmax cost."""
         z = inputs[0]
         with torch.no_grad():
             p = self.layer(z.detach().float()).reshape(z.shape[0], -1)

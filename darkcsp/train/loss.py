@@ -1,4 +1,6 @@
-"""The ``[yolo]`` training loss exactly as Darknet computes it (``forward_yolo_layer``).
+"""The detection-head training losses exactly as Darknet computes them: ``[yolo]``
+(``forward_yolo_layer``), ``[Gaussian_yolo]`` (``forward_gaussian_yolo_layer``) and ``[region]``
+(YOLOv2, ``forward_region_layer``, the CPU build).
 
 Darknet does not differentiate a loss: each ``[yolo]`` layer writes a *delta* (the negative
 gradient with respect to its input, i.e. the raw conv output) and back-propagates it. This
@@ -40,11 +42,33 @@ plain sums so that they add up).
 Simplified or left out: a truth centred exactly on the right/bottom edge (x = 1) uses the last
 cell (Darknet indexes one past it); ties between exactly-zero deltas (a class probability of
 exactly 0) are not reproduced; the adversarial, ``equidistant_point`` and bad-label rejection
-branches, ``map=`` class remapping and the embedding/track outputs are not implemented;
-``[Gaussian_yolo]`` (refused with an error) and ``[region]`` heads have no loss here.
+branches, ``map=`` class remapping and the embedding/track outputs are not implemented.
+
+``[Gaussian_yolo]`` (:func:`yolo_delta` with a :class:`GaussianSpec`) follows the same steps with
+Darknet's differences: 8 box entries (mean and sigma of x, y, w, h; logistic on all but the
+w, h means), the box delta of ``delta_gaussian_yolo_box`` (:func:`gaussian_box_delta`: the
+Gaussian negative log-likelihood gradients for mse, Darknet's ``dx_box_iou`` for the means
+otherwise; ``uc_normalizer`` on the sigmas; ``max_delta`` clips every box entry, for mse too),
+``yolo_point`` (the box's centre, left-top or right-bottom corner is the predicted point and
+picks the truth's cell), ``averages_gaussian_yolo_deltas`` after every image (not only with
+``iou_thresh < 1``), a positive's objectness always assigned (no ``objectness_smooth`` branch
+there), ``objectness_smooth`` at ignored predictions giving ``iou^2`` objectness and a class
+delta, no focal loss. Reported: ``box`` is the squared norm of all 8 box deltas, so box + obj +
+cls is Darknet's ``cost`` (the squared norm of the delta).
+
+``[region]`` (:func:`region_delta`, :class:`RegionSpec`) is YOLOv2's delta: noobject delta
+``noobject_scale * (0 - obj) * obj * (1 - obj)`` (cleared above ``thresh``; ``classfix``
+branches), while Darknet's ``seen`` < 12800 every prediction is pulled to its anchor prior
+(scale 0.01), every truth picks the anchor of its cell by shape IoU (``bias_match``: the anchor,
+else the predicted shape) and writes ``delta_region_box`` with ``coord_scale`` (x, y through the
+logistic gradient, w, h on the log scale), objectness ``object_scale * (1 - obj)`` (``rescore``:
+``iou - obj``) times the logistic gradient, and ``class_scale * (onehot - p)`` (focal_loss as
+Darknet). Deltas are assigned, so a later truth on the same prediction wins. ``tree=``
+(YOLO9000) is refused, as its inference is; ``map=`` is not applied.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -52,7 +76,7 @@ import torch
 from torch import Tensor
 
 from darkcsp.errors import DarkcspError
-from darkcsp.layers.heads import YoloHead
+from darkcsp.layers.heads import DetectionHead, RegionHead, YoloHead
 
 IOU_KINDS = ("mse", "iou", "giou", "diou", "ciou")
 
@@ -233,6 +257,64 @@ class YoloSpec:
                    class_multipliers=mult, max_boxes=int(o.max))
 
 
+YOLO_POINTS = ("center", "left_top", "right_bottom")
+
+
+@dataclass
+class GaussianSpec(YoloSpec):
+    """One ``[Gaussian_yolo]`` layer: the ``[yolo]`` settings (``parse_gaussian_yolo`` reads the
+    same keys, but no ``new_coords`` and no ``focal_loss``) plus ``uc_normalizer`` and
+    ``yolo_point``."""
+
+    uc_normalizer: float = 1.0
+    yolo_point: str = "center"
+
+    @classmethod
+    def from_node(cls, node, head: YoloHead) -> "GaussianSpec":
+        spec = super().from_node(node, head)
+        point = str(node.opts.yolo_point)  # Darknet: any other string is "center"
+        return dataclasses.replace(spec, new_coords=False, focal_loss=False,
+                                   uc_normalizer=float(node.opts.uc_normalizer),
+                                   yolo_point=point if point in YOLO_POINTS else "center")
+
+
+@dataclass
+class RegionSpec:
+    """One ``[region]`` (YOLOv2) layer's loss settings (``parse_region``); anchors in grid
+    cells."""
+
+    index: int
+    anchors: Tensor  # (num, 2), grid cells
+    classes: int
+    softmax: bool = False
+    coord_scale: float = 1.0
+    object_scale: float = 1.0
+    noobject_scale: float = 1.0
+    class_scale: float = 1.0
+    thresh: float = 0.5
+    rescore: bool = False
+    bias_match: bool = False
+    classfix: int = 0
+    focal_loss: bool = False
+    max_boxes: int = 200
+    delta_normalizer: float = 1.0  # Darknet's region has none; kept for the shared plumbing
+
+    @classmethod
+    def from_node(cls, node, head: RegionHead) -> "RegionSpec":
+        o = node.opts
+        if o.get("tree"):
+            raise DarkcspError(f"layer {node.index}: [region] tree= (YOLO9000 hierarchical "
+                               "softmax) is not supported by darkcsp (neither its inference "
+                               "nor its loss)")
+        return cls(index=node.index, anchors=torch.tensor(head.anchors, dtype=torch.float32),
+                   classes=int(o.classes), softmax=bool(o.softmax),
+                   coord_scale=float(o.coord_scale), object_scale=float(o.object_scale),
+                   noobject_scale=float(o.noobject_scale), class_scale=float(o.class_scale),
+                   thresh=float(o.thresh), rescore=bool(o.rescore),
+                   bias_match=bool(o.bias_match), classfix=int(o.classfix),
+                   focal_loss=bool(o.focal_loss), max_boxes=int(o.max))
+
+
 @dataclass
 class HeadLoss:
     """One head's delta and reported values (sums over the mini-batch)."""
@@ -264,12 +346,19 @@ class LossResult:
 
 def activate(spec: YoloSpec, z: Tensor) -> Tensor:
     """The ``[yolo]`` forward on (B, A, H, W, E): logistic on x, y, obj, classes (unless
-    new_coords), then the scale_x_y affine on x, y."""
-    y = z if spec.new_coords else torch.cat([torch.sigmoid(z[..., :2]), z[..., 2:4],
-                                             torch.sigmoid(z[..., 4:])], dim=-1)
+    new_coords), then the scale_x_y affine on x, y. ``[Gaussian_yolo]``: logistic on every
+    entry but the w, h means (4, 6), scale_x_y on the x, y means (0, 2)."""
+    gaussian = isinstance(spec, GaussianSpec)
+    raw = (4, 6) if gaussian else (2, 3)
+    xy = (0, 2) if gaussian else (0, 1)
+    keep = torch.zeros(z.shape[-1], dtype=torch.bool, device=z.device)
+    keep[list(raw)] = True
+    y = z if spec.new_coords else torch.where(keep, z, torch.sigmoid(z))
     if spec.scale_x_y != 1:
         s = spec.scale_x_y
-        y = torch.cat([y[..., :2] * s - 0.5 * (s - 1), y[..., 2:]], dim=-1)
+        scaled = torch.zeros_like(keep)
+        scaled[list(xy)] = True
+        y = torch.where(scaled, y * s - 0.5 * (s - 1), y)
     return y
 
 
@@ -285,13 +374,17 @@ def _first_index_of_max(values: Tensor) -> Tensor:
 @torch.no_grad()
 def yolo_delta(spec: YoloSpec, z: Tensor, truth: Tensor, net_w: int, net_h: int) -> HeadLoss:
     """Darknet's delta for one ``[yolo]`` input ``z`` (B, A*(5+C), H, W) and truths (B, T, 5)
-    rows x, y, w, h, class (relative; rows with x == 0 are padding)."""
+    rows x, y, w, h, class (relative; rows with x == 0 are padding). With a
+    :class:`GaussianSpec`, ``[Gaussian_yolo]``'s delta on (B, A*(9+C), H, W)."""
     z = z.detach().float().contiguous()  # channels_last (CUDA) inputs cannot be viewed
+    gaussian = isinstance(spec, GaussianSpec)
+    K = 8 if gaussian else 4  # box entries
     B, _, H, W = z.shape
     A, C = len(spec.mask), spec.classes
-    E = 5 + C
+    E = K + 1 + C
     dev = z.device
     y = activate(spec, z.view(B, A, E, H, W).permute(0, 1, 3, 4, 2))  # (B, A, H, W, E)
+    mean = y[..., 0:K:2] if gaussian else y[..., :4]  # x, y, w, h (the means for Gaussian)
     anchors = spec.anchors.to(dev)
     mask_t = torch.tensor(spec.mask, device=dev)
     aw = anchors[mask_t, 0].view(1, A, 1, 1)
@@ -301,8 +394,12 @@ def yolo_delta(spec: YoloSpec, z: Tensor, truth: Tensor, net_w: int, net_h: int)
     if spec.new_coords:
         pw, ph = y[..., 2] ** 2 * 4 * aw / net_w, y[..., 3] ** 2 * 4 * ah / net_h
     else:
-        pw, ph = torch.exp(y[..., 2]) * aw / net_w, torch.exp(y[..., 3]) * ah / net_h
-    pred = torch.stack([(col + y[..., 0]) / W, (row + y[..., 1]) / H, pw, ph], dim=-1)
+        pw, ph = torch.exp(mean[..., 2]) * aw / net_w, torch.exp(mean[..., 3]) * ah / net_h
+    px, py = (col + mean[..., 0]) / W, (row + mean[..., 1]) / H
+    if gaussian and spec.yolo_point != "center":  # get_gaussian_yolo_box: a corner is predicted
+        sign = 1.0 if spec.yolo_point == "left_top" else -1.0
+        px, py = px + sign * pw / 2, py + sign * ph / 2
+    pred = torch.stack([px, py, pw, ph], dim=-1)
 
     truth = truth.to(dev).float()
     T = truth.shape[1]
@@ -311,9 +408,9 @@ def yolo_delta(spec: YoloSpec, z: Tensor, truth: Tensor, net_w: int, net_h: int)
     tcls = truth[..., 4].long().clamp(0, C - 1)
     mult = spec.class_multipliers.to(dev) if spec.class_multipliers is not None else None
 
-    obj = y[..., 4]
-    probs = y[..., 5:]
-    d_box = torch.zeros(B, A, H, W, 4, device=dev)
+    obj = y[..., K]
+    probs = y[..., K + 1:]
+    d_box = torch.zeros(B, A, H, W, K, device=dev)
     d_cls = torch.zeros(B, A, H, W, C, device=dev)
 
     # -- every prediction: best IoU with any truth (ignore_thresh, truth_thresh) --------------
@@ -333,7 +430,14 @@ def yolo_delta(spec: YoloSpec, z: Tensor, truth: Tensor, net_w: int, net_h: int)
     best_match = torch.where(class_match, best_iou, torch.zeros_like(best_iou))
     d_obj = spec.obj_normalizer * (0 - obj)
     ignore = best_match > spec.ignore_thresh
-    if spec.objectness_smooth:
+    written = torch.zeros(B * A * H * W, dtype=torch.bool, device=dev)  # class deltas set
+    if spec.objectness_smooth and gaussian:  # iou^2 objectness and a class delta
+        d_obj = torch.where(ignore, spec.obj_normalizer * (best_match ** 2 - obj), d_obj)
+        if ignore.any():  # ignore implies a class match, so best_match_t is best_t
+            k = tcls.gather(1, best_t.view(B, -1)).view(B, A, H, W)[ignore]
+            d_cls[ignore] = _class_rows(spec, probs[ignore], k, mult)
+            written = ignore.reshape(-1).clone()
+    elif spec.objectness_smooth:
         d_obj = torch.where(ignore, torch.maximum(
             d_obj, spec.obj_normalizer * (best_match - obj)), d_obj)
     else:
@@ -359,8 +463,13 @@ def yolo_delta(spec: YoloSpec, z: Tensor, truth: Tensor, net_w: int, net_h: int)
                                   anchors / torch.tensor([net_w, net_h], device=dev)], dim=1)
         shape_iou = box_iou(anchor_boxes[None], shift[:, None])  # (n_truth, N)
         best_n = _first_index_of_max(shape_iou)
-        gi = (tbox[:, 0] * W).long().clamp(0, W - 1)
-        gj = (tbox[:, 1] * H).long().clamp(0, H - 1)
+        cx, cy = tbox[:, 0], tbox[:, 1]
+        if gaussian and spec.yolo_point != "center":  # the corner's cell, clamped (as Darknet)
+            sign = -1.0 if spec.yolo_point == "left_top" else 1.0
+            cx, cy = cx + sign * tbox[:, 2] / 2, cy + sign * tbox[:, 3] / 2
+            cx, cy = cx.clamp(min=0), cy.clamp(min=0)
+        gi = (cx * W).long().clamp(0, W - 1)
+        gj = (cy * H).long().clamp(0, H - 1)
         lookup = torch.full((N,), -1, dtype=torch.long, device=dev)
         lookup[mask_t] = torch.arange(A, device=dev)
         slot = lookup[best_n]
@@ -385,9 +494,12 @@ def yolo_delta(spec: YoloSpec, z: Tensor, truth: Tensor, net_w: int, net_h: int)
         cls_id = tcls[b, t]
         cmult = mult[cls_id] if mult is not None else torch.ones_like(tr[:, 0])
         p = pred[b, a, j, i]
-        out = y[b, a, j, i]
+        out = mean[b, a, j, i]
         norm = spec.iou_normalizer * cmult
-        if spec.iou_loss == "mse":
+        if gaussian:
+            contrib = gaussian_box_delta(spec, tr, out, y[b, a, j, i][:, 1:K:2], p, i, j,
+                                         anchors[n], W, H, net_w, net_h, norm)
+        elif spec.iou_loss == "mse":
             tx = tr[:, 0] * W - i.float()
             ty = tr[:, 1] * H - j.float()
             if spec.new_coords:
@@ -413,7 +525,7 @@ def yolo_delta(spec: YoloSpec, z: Tensor, truth: Tensor, net_w: int, net_h: int)
             kind_iou = torch.nan_to_num(box_iou_kind(p, tr, spec.iou_loss), nan=0.0)
             box_value = float((norm * (1 - kind_iou)).sum())
         cell = ((b * A + a) * H + j) * W + i
-        d_box.view(-1, 4).index_add_(0, cell, contrib)
+        d_box.view(-1, K).index_add_(0, cell, contrib)
         plain_iou = box_iou(p, tr)
         count = int(step2.sum())
         iou_sum = float(plain_iou[step2].sum())
@@ -423,7 +535,7 @@ def yolo_delta(spec: YoloSpec, z: Tensor, truth: Tensor, net_w: int, net_h: int)
             c2, o2, m2 = cell[step2], order[step2], cmult[step2]
             flat_obj = d_obj.view(-1)
             value = m2 * spec.obj_normalizer * (1 - obj.reshape(-1)[c2])
-            if spec.objectness_smooth:  # only where the delta is still exactly 0: first writer
+            if spec.objectness_smooth and not gaussian:  # only where the delta is still 0
                 sel = _pick(c2, o2, first=True)
                 c_sel, v_sel = c2[sel], value[sel]
                 flat_obj[c_sel] = torch.where(flat_obj[c_sel] == 0, v_sel, flat_obj[c_sel])
@@ -436,28 +548,20 @@ def yolo_delta(spec: YoloSpec, z: Tensor, truth: Tensor, net_w: int, net_h: int)
         flat_p = probs.reshape(-1, C)
         eps = spec.label_smooth_eps
         y1 = (1 - eps) + 0.5 * eps if eps else 1.0
-        y0 = 0.5 * eps if eps else 0.0
-        first = _pick(cell, order, first=True)
+        # (a Gaussian cell whose classes were set at an ignored prediction counts as written:
+        # delta_gaussian_yolo_class tests class 0's delta, delta_yolo_class the true class's;
+        # both are nonzero once a cell was written, but for a probability of exactly 0)
+        first = _pick(cell, order, first=True) & ~written[cell]
         fc, fcls = cell[first], cls_id[first]
-        pf = flat_p[fc]
-        onehot = torch.nn.functional.one_hot(fcls, C).to(pf.dtype)
-        if spec.focal_loss:
-            pt = pf.gather(1, fcls[:, None])[:, 0] + 1e-15
-            grad = -(1 - pt) * (2 * pt * torch.log(pt) + pt - 1)
-            full = (onehot - pf) * (0.5 * grad)[:, None]
-        else:
-            full = y0 + (y1 - y0) * onehot - pf
-            if mult is not None:
-                factor = (mult[fcls] * spec.cls_normalizer)[:, None]
-                full = full * torch.where(onehot.bool(), factor, torch.ones_like(full))
-        flat_cls[fc] = full
-        if spec.objectness_smooth and not step2.all():  # truth_thresh positives
-            s1 = first & ~step2
+        flat_cls[fc] = _class_rows(spec, flat_p[fc], fcls, mult)
+        later = ~first
+        if spec.objectness_smooth and not step2.all():  # truth_thresh positives (one a cell)
+            s1 = ~step2
             c1, k1 = cell[s1], cls_id[s1]
             m1 = mult[k1] if mult is not None else torch.ones_like(c1, dtype=torch.float32)
             iou2 = best_iou.reshape(-1)[c1] ** 2
             flat_cls[c1, k1] = m1 * (iou2 - flat_p[c1, k1])
-        later = ~first
+            later = later & step2
         if later.any():
             lc, lk = cell[later], cls_id[later]
             value = y1 - flat_p[lc, lk]
@@ -465,17 +569,221 @@ def yolo_delta(spec: YoloSpec, z: Tensor, truth: Tensor, net_w: int, net_h: int)
                 value = value * mult[lk]
             flat_cls[lc, lk] = value
 
-    if spec.iou_thresh < 1.0:  # averages_yolo_deltas
+    if spec.iou_thresh < 1.0 or gaussian:  # averages_(gaussian_)yolo_deltas
         positives = (d_cls > 0).sum(dim=-1, keepdim=True)
-        divide = (d_obj != 0).unsqueeze(-1) & (positives > 0)
+        divide = positives > 0  # Gaussian: every image, whatever its objectness delta
+        if not gaussian:
+            divide = divide & (d_obj != 0).unsqueeze(-1)
         d_box = torch.where(divide, d_box / positives.clamp(min=1), d_box)
 
-    if spec.iou_loss == "mse":
+    if spec.iou_loss == "mse" or gaussian:
         box_value = float((d_box ** 2).sum())
     delta = torch.cat([d_box, d_obj.unsqueeze(-1), d_cls], dim=-1)  # (B, A, H, W, E)
     delta = delta.permute(0, 1, 4, 2, 3).reshape(B, A * E, H, W)
     return HeadLoss(delta, box_value, float((d_obj ** 2).sum()), float((d_cls ** 2).sum()),
                     count, iou_sum)
+
+
+def _class_rows(spec: YoloSpec, p: Tensor, cls_id: Tensor, mult: Tensor | None) -> Tensor:
+    """``delta_yolo_class`` for a prediction whose class deltas are still unset: every class,
+    target ``1`` / ``0`` (label-smoothed), the true class times its ``counters_per_class``
+    multiplier and ``cls_normalizer``; or the focal-loss delta. (n, C) rows."""
+    C = p.shape[-1]
+    onehot = torch.nn.functional.one_hot(cls_id, C).to(p.dtype)
+    if spec.focal_loss:
+        return (onehot - p) * _focal_factor(p, cls_id)[:, None]
+    eps = spec.label_smooth_eps
+    y1 = (1 - eps) + 0.5 * eps if eps else 1.0
+    y0 = 0.5 * eps if eps else 0.0
+    full = y0 + (y1 - y0) * onehot - p
+    if mult is not None:
+        factor = (mult[cls_id] * spec.cls_normalizer)[:, None]
+        full = full * torch.where(onehot.bool(), factor, torch.ones_like(full))
+    return full
+
+
+def _focal_factor(p: Tensor, cls_id: Tensor) -> Tensor:
+    """Darknet's focal-loss factor ``alpha * grad`` (alpha 0.5, gamma 2) of the true class's
+    probability (``delta_yolo_class``, ``delta_region_class``)."""
+    pt = p.gather(1, cls_id[:, None])[:, 0] + 1e-15
+    return 0.5 * (-(1 - pt) * (2 * pt * torch.log(pt) + pt - 1))
+
+
+def gaussian_box_delta(spec: GaussianSpec, truth: Tensor, mean: Tensor, sigma: Tensor,
+                       pred: Tensor, i: Tensor, j: Tensor, anchor: Tensor, W: int, H: int,
+                       net_w: int, net_h: int, norm: Tensor) -> Tensor:
+    """``delta_gaussian_yolo_box`` for n positives: (n, 8) deltas in the layout's order
+    (mean x, sigma x, mean y, sigma y, ... h). ``mean``/``sigma`` (n, 4) are the activated
+    outputs, ``pred`` the decoded box, ``norm`` iou_normalizer x class multiplier.
+
+    With d = t - mean (t: Darknet's mse target) and s = sigma, per coordinate:
+    N = exp(-(d/s)^2 / 2) / (sqrt(2 pi) (s + 0.3)), temp = 0.5 * N / (N + 1e-9) * (2 - w*h),
+    delta_mean = temp * d / s^2 (the Gaussian NLL gradient), delta_sigma =
+    temp * (d^2 / s^3 - 1 / (s + 0.3)); for giou/diou/ciou/iou the means take Darknet's
+    ``dx_box_iou`` (the x, y of a corner point shifted by -/+ dw/2), w, h times exp(mean).
+    Means times ``norm``, sigmas times ``uc_normalizer``; NaN/inf -> 0; clipped to
+    ``max_delta`` (all eight, as Darknet). The 0.3 and 1e-9 are Darknet's constants."""
+    tx = truth[:, 0] * W - i.float()
+    ty = truth[:, 1] * H - j.float()
+    if spec.yolo_point != "center":
+        sign = -1.0 if spec.yolo_point == "left_top" else 1.0
+        tx = (truth[:, 0] + sign * truth[:, 2] / 2) * W - i.float()
+        ty = (truth[:, 1] + sign * truth[:, 3] / 2) * H - j.float()
+    tw = torch.log(truth[:, 2] * net_w / anchor[:, 0])
+    th = torch.log(truth[:, 3] * net_h / anchor[:, 1])
+    d = torch.stack([tx, ty, tw, th], dim=1) - mean
+    scale = (2 - truth[:, 2] * truth[:, 3])[:, None]
+    in_exp = d / sigma
+    normal = torch.exp(in_exp ** 2 * -0.5) / (math.sqrt(math.pi * 2.0) * (sigma + 0.3))
+    temp = 0.5 * (1.0 / (normal + 1e-9)) * normal * scale
+    d_mean = temp * in_exp * (1.0 / sigma)
+    d_sigma = temp * (in_exp ** 2 / sigma - 1.0 / (sigma + 0.3))
+    if spec.iou_loss != "mse":
+        p_fixed = pred.clone()  # Darknet sets a zero width/height to 1 before dx_box_iou
+        p_fixed[:, 2:] = torch.where(pred[:, 2:] == 0, torch.ones_like(pred[:, 2:]),
+                                     pred[:, 2:])
+        dx = dx_box_iou(p_fixed, truth, spec.iou_loss)
+        if spec.yolo_point != "center":
+            sign = -1.0 if spec.yolo_point == "left_top" else 1.0
+            dx[:, :2] = dx[:, :2] + sign * dx[:, 2:] / 2
+        dx[:, 2:] = dx[:, 2:] * torch.exp(mean[:, 2:])
+        d_mean = dx
+    d_mean = torch.nan_to_num(d_mean * norm[:, None], nan=0.0, posinf=0.0, neginf=0.0)
+    d_sigma = torch.nan_to_num(d_sigma * spec.uc_normalizer, nan=0.0, posinf=0.0, neginf=0.0)
+    if math.isfinite(spec.max_delta):
+        d_mean = d_mean.clamp(-spec.max_delta, spec.max_delta)
+        d_sigma = d_sigma.clamp(-spec.max_delta, spec.max_delta)
+    return torch.stack([d_mean, d_sigma], dim=2).reshape(-1, 8)
+
+
+REGION_WARMUP_SEEN = 12800  # forward_region_layer: priors are pulled in while seen < 12800
+
+
+def _logistic_gradient(y: Tensor) -> Tensor:
+    return (1 - y) * y
+
+
+@torch.no_grad()
+def region_delta(spec: RegionSpec, z: Tensor, truth: Tensor, net_w: int, net_h: int,
+                 seen: int = 0) -> HeadLoss:
+    """Darknet's CPU ``forward_region_layer`` delta for one ``[region]`` input ``z``
+    (B, num*(5+C), H, W) and truths (B, T, 5) as :func:`yolo_delta`; ``seen`` is Darknet's
+    ``*net.seen`` at this forward (images so far, this mini-batch included). The delta is
+    returned in the input's layout (Darknet computes it on the flattened CPU layout and
+    flattens it back). ``net_w``/``net_h`` are unused: region anchors are in grid cells."""
+    z = z.detach().float().contiguous()
+    B, _, H, W = z.shape
+    A, C = len(spec.anchors), spec.classes
+    E = 5 + C
+    dev = z.device
+    t = z.view(B, A, E, H, W).permute(0, 1, 3, 4, 2)  # (B, A, H, W, E), the raw input
+    sx, sy = torch.sigmoid(t[..., 0]), torch.sigmoid(t[..., 1])
+    obj = torch.sigmoid(t[..., 4])
+    probs = torch.softmax(t[..., 5:], dim=-1) if spec.softmax else t[..., 5:]
+    anchors = spec.anchors.to(dev)
+    aw, ah = anchors[:, 0].view(1, A, 1, 1), anchors[:, 1].view(1, A, 1, 1)
+    col = torch.arange(W, device=dev, dtype=torch.float32).view(1, 1, 1, W)
+    row = torch.arange(H, device=dev, dtype=torch.float32).view(1, 1, H, 1)
+    # get_region_box (DOABS): anchors in cells, so w = exp(tw) * anchor / grid width
+    pred = torch.stack([(col + sx) / W, (row + sy) / H, torch.exp(t[..., 2]) * aw / W,
+                        torch.exp(t[..., 3]) * ah / H], dim=-1)
+
+    truth = truth.to(dev).float()
+    T = truth.shape[1]
+    valid = (truth[..., 0] > 0) & (truth[..., 4] >= 0) & (truth[..., 4] < C)
+    tcls = truth[..., 4].long().clamp(0, C - 1)
+
+    def box_delta(target: Tensor, out: Tensor, scale) -> Tensor:
+        """delta_region_box: (..., 4) target box, (..., E) raw outputs."""
+        ox, oy = torch.sigmoid(out[..., 0]), torch.sigmoid(out[..., 1])
+        anchor_w, anchor_h = target[..., 4], target[..., 5]
+        tx = target[..., 0] * W - target[..., 6]
+        ty = target[..., 1] * H - target[..., 7]
+        tw = torch.log(target[..., 2] * W / anchor_w)
+        th = torch.log(target[..., 3] * H / anchor_h)
+        return scale * torch.stack([(tx - ox) * _logistic_gradient(ox),
+                                    (ty - oy) * _logistic_gradient(oy),
+                                    tw - out[..., 2], th - out[..., 3]], dim=-1)
+
+    # -- every prediction: best IoU with any truth, noobject delta, the prior warm-up ---------
+    best_iou = torch.zeros(B, A, H, W, device=dev)
+    best_t = torch.zeros(B, A, H, W, dtype=torch.long, device=dev)
+    if T:
+        iou = box_iou(pred.view(B, -1, 1, 4), truth[:, None, :, :4])
+        iou = torch.where(valid[:, None, :], iou, torch.zeros_like(iou)).view(B, A, H, W, T)
+        best_iou = iou.max(dim=-1).values
+        best_t = _first_index_of_max(iou)
+    d_cls = torch.zeros(B, A, H, W, C, device=dev)
+    if spec.classfix == -1:
+        d_obj = spec.noobject_scale * (best_iou - obj) * _logistic_gradient(obj)
+    else:
+        d_obj = spec.noobject_scale * (0 - obj) * _logistic_gradient(obj)
+        above = best_iou > spec.thresh
+        d_obj = torch.where(above, torch.zeros_like(d_obj), d_obj)
+        if spec.classfix > 0 and above.any():  # a class delta for the best truth's class
+            k = tcls.gather(1, best_t.view(B, -1)).view(B, A, H, W)[above]
+            scale = spec.class_scale * (obj[above] if spec.classfix == 2 else 1.0)
+            d_cls[above] = _region_class_rows(spec, probs[above], k, scale)
+    d_box = torch.zeros(B, A, H, W, 4, device=dev)
+    if seen < REGION_WARMUP_SEEN:  # every prediction towards its prior, scale .01
+        shape = (B, A, H, W)
+        prior = torch.stack([((col + 0.5) / W).expand(shape), ((row + 0.5) / H).expand(shape),
+                             (aw / W).expand(shape), (ah / H).expand(shape),
+                             aw.expand(shape), ah.expand(shape), col.expand(shape),
+                             row.expand(shape)], dim=-1)
+        d_box = box_delta(prior, t, 0.01)
+
+    # -- every truth: the best anchor of its cell, by shape -----------------------------------
+    count, iou_sum = 0, 0.0
+    if T and valid.any():
+        tb, ti = valid.nonzero(as_tuple=True)
+        tbox = truth[tb, ti, :4]
+        # Darknet: i = (int)(truth.x * w), unclamped; x == 1 would index one past the row
+        gi = (tbox[:, 0] * W).long().clamp(0, W - 1)
+        gj = (tbox[:, 1] * H).long().clamp(0, H - 1)
+        if spec.bias_match:
+            shapes = (anchors / torch.tensor([W, H], device=dev)).expand(len(tb), A, 2)
+        else:
+            shapes = pred[tb, :, gj, gi, 2:]  # (n, A, 2) the predicted shapes
+        shape_boxes = torch.cat([torch.zeros_like(shapes), shapes], dim=-1)
+        shift = torch.cat([torch.zeros_like(tbox[:, :2]), tbox[:, 2:]], dim=1)
+        # (strict >: the first best; with every IoU 0 Darknet would write to the flat index
+        # 0, batch 0's first prediction, a bug not reproduced: anchor 0 of the cell is used)
+        best_n = _first_index_of_max(box_iou(shape_boxes, shift[:, None]))
+        out = t[tb, best_n, gj, gi]
+        target = torch.cat([tbox, anchors[best_n], gi[:, None].float(), gj[:, None].float()],
+                           dim=1)
+        box = box_delta(target, out, spec.coord_scale)
+        iou = box_iou(pred[tb, best_n, gj, gi], tbox)
+        o = obj[tb, best_n, gj, gi]
+        goal = iou if spec.rescore else torch.ones_like(o)
+        obj_value = spec.object_scale * (goal - o) * _logistic_gradient(o)
+        cls_value = _region_class_rows(spec, probs[tb, best_n, gj, gi], tcls[tb, ti],
+                                       spec.class_scale)
+        # deltas are assigned: of several truths on one prediction the last one wins
+        cell = ((tb * A + best_n) * H + gj) * W + gi
+        last = _pick(cell, ti, first=False)
+        d_box.view(-1, 4)[cell[last]] = box[last]
+        d_obj.view(-1)[cell[last]] = obj_value[last]
+        d_cls.view(-1, C)[cell[last]] = cls_value[last]
+        count, iou_sum = len(tb), float(iou.sum())
+
+    delta = torch.cat([d_box, d_obj.unsqueeze(-1), d_cls], dim=-1)  # (B, A, H, W, E)
+    delta = delta.permute(0, 1, 4, 2, 3).reshape(B, A * E, H, W)
+    return HeadLoss(delta, float((d_box ** 2).sum()), float((d_obj ** 2).sum()),
+                    float((d_cls ** 2).sum()), count, iou_sum)
+
+
+def _region_class_rows(spec: RegionSpec, p: Tensor, cls_id: Tensor, scale) -> Tensor:
+    """``delta_region_class`` without a tree: ``scale * (onehot - p)`` over every class, times
+    the focal factor with ``focal_loss``."""
+    full = torch.nn.functional.one_hot(cls_id, p.shape[-1]).to(p.dtype) - p
+    if torch.is_tensor(scale):
+        scale = scale[:, None]
+    full = scale * full
+    if spec.focal_loss:
+        full = full * _focal_factor(p, cls_id)[:, None]
+    return full
 
 
 def _pick(cell: Tensor, order: Tensor, first: bool) -> Tensor:
@@ -496,32 +804,45 @@ def _pick(cell: Tensor, order: Tensor, first: bool) -> Tensor:
     return out
 
 
+DETECTION_HEADS = (YoloHead, RegionHead)  # the head modules this module has a loss for
+
+
 class YoloLoss:
-    """All ``[yolo]`` heads of a model: ``loss(head_inputs, truth, net_w, net_h)``."""
+    """All detection heads of a model (``[yolo]``, ``[Gaussian_yolo]``, ``[region]``):
+    ``loss(head_inputs, truth, net_w, net_h, seen=...)``."""
 
     def __init__(self, model) -> None:
-        self.specs: list[YoloSpec] = []
+        self.specs: list[YoloSpec | RegionSpec] = []
         for index in model.output_indices:
-            head = model.layers[index]
-            if isinstance(head, YoloHead) and head.gaussian:  # never train some heads only
-                raise DarkcspError(f"layer {index}: [Gaussian_yolo] has no training loss in "
-                                   "darkcsp (its inference is supported)")
+            head, node = model.layers[index], model.nodes[index]
+            if isinstance(head, DetectionHead):  # never train some heads only
+                raise DarkcspError(f"layer {index}: [detection] (YOLOv1) has no training loss "
+                                   "in darkcsp (its inference is supported)")
             if isinstance(head, YoloHead):
-                self.specs.append(YoloSpec.from_node(model.nodes[index], head))
+                kind = GaussianSpec if head.gaussian else YoloSpec
+                self.specs.append(kind.from_node(node, head))
+            elif isinstance(head, RegionHead):
+                self.specs.append(RegionSpec.from_node(node, head))
         if not self.specs:
-            raise DarkcspError("the cfg has no [yolo] layer: darkcsp train handles [yolo] "
-                               "detectors (and softmax classifiers)")
+            raise DarkcspError("the cfg has no [yolo], [Gaussian_yolo] or [region] layer: "
+                               "darkcsp train handles those detectors (and softmax "
+                               "classifiers)")
 
     @property
     def head_indices(self) -> list[int]:
         return [s.index for s in self.specs]
 
     def __call__(self, head_inputs: list[Tensor], truth: Tensor, net_w: int,
-                 net_h: int) -> LossResult:
+                 net_h: int, seen: int = 0) -> LossResult:
+        """``seen``: Darknet's image count at this forward, this mini-batch included (only
+        ``[region]``'s prior warm-up reads it)."""
         surrogate = head_inputs[0].new_zeros((), dtype=torch.float32)
         result = LossResult(surrogate)
         for spec, z in zip(self.specs, head_inputs):
-            head = yolo_delta(spec, z, truth, net_w, net_h)
+            if isinstance(spec, RegionSpec):
+                head = region_delta(spec, z, truth, net_w, net_h, seen)
+            else:
+                head = yolo_delta(spec, z, truth, net_w, net_h)
             result.heads.append(head)
             surrogate = surrogate - (head.delta * z.float()).sum() * spec.delta_normalizer
             result.box += head.box

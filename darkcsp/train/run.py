@@ -24,7 +24,8 @@ from darkcsp.train.trainer import TrainConfig, Trainer, TrainResult
 QUICK = {"max_batches": 800, "batch": 8, "subdivisions": 1, "size": 128,
          "learning_rate": 0.002, "anchors": "auto", "classes": "auto"}
 QUICK_SETTINGS = ("net.adam=1", "net.mosaic=0")
-HEADS = ("yolo", "Gaussian_yolo")  # whose multi-scale ``random`` the quick run turns off
+HEADS = ("yolo", "Gaussian_yolo", "region")  # whose multi-scale ``random`` the quick run
+# turns off
 
 
 def head_types(cfg: str | os.PathLike) -> list[str]:

@@ -76,13 +76,14 @@ def schedule_warnings(net, detector: bool) -> list[str]:
     return found
 
 
-HEAD_COORDS = {"yolo": 4, "Gaussian_yolo": 8}  # box entries per anchor, before obj + classes
+HEAD_COORDS = {"yolo": 4, "Gaussian_yolo": 8, "region": 4}  # box entries before obj + classes
 
 
 def set_classes(sections: list, classes: int) -> None:
     """Darknet's recipe for training a cfg on ``classes`` classes: ``classes=`` in every
-    ``[yolo]`` and ``filters = len(mask) * (classes + 5)`` (``+ 9`` for ``[Gaussian_yolo]``)
-    in the ``[convolutional]`` just before it, the layer that feeds it."""
+    ``[yolo]`` and ``filters = len(mask) * (classes + 5)`` (``+ 9`` for ``[Gaussian_yolo]``;
+    ``num * (classes + 5)`` for ``[region]``, which has no mask) in the ``[convolutional]``
+    just before it, the layer that feeds it."""
     heads = [k for k in range(1, len(sections)) if sections[k].type in HEAD_COORDS]
     if not heads:
         raise DarkcspError("--classes: the cfg has no [yolo] layer")

@@ -1,4 +1,4 @@
-"""The training loop: a cfg's own ``[net]`` schedule and ``[yolo]`` losses, Darknet-style.
+"""The training loop: a cfg's own ``[net]`` schedule and detection-head losses, Darknet-style.
 
 Why it looks like this:
 
@@ -48,13 +48,13 @@ from darkcsp.data.synthetic import SyntheticSpec
 from darkcsp.errors import DarkcspError, WeightsError
 from darkcsp.files import (FileRefused, RunLock, atomic_write, atomic_write_with, new_run_dir,
                            output_dir, output_file)
-from darkcsp.layers.heads import YoloHead
+from darkcsp.layers.heads import DetectionHead
 from darkcsp.network import Darknet
 from darkcsp.train.augment import AugmentParams, multiscale_size
 from darkcsp.train.classifier import (AccuracyEvaluator, ClassifierDataset, SoftmaxLoss,
                                     collate_classes, open_classifier_data)
 from darkcsp.train.ema import DarknetEMA
-from darkcsp.train.loss import YoloLoss
+from darkcsp.train.loss import DETECTION_HEADS, YoloLoss
 from darkcsp.train.metrics import Evaluator, MapEvaluator
 from darkcsp.train.model import HeadInputs, darknet_init, resolve_device
 from darkcsp.train.runstate import (RUNS_ROOT, TRAIN_VERSION, config_to_plain, data_spec,
@@ -113,10 +113,29 @@ class TrainResult:
     avg_loss: float
     best_map: float
     last_map: float
-    images_per_second: float
+    images_per_second: float  # images this run trained on / wall-clock seconds of its loop
     out: Path
     report: DataReport
     stopped: str = "done"
+    data_wait_fraction: float = 0.0  # share of that wall time spent waiting for the next batch
+    wall_seconds: float = 0.0  # wall-clock seconds of the training loop
+
+
+class _TimedIterator:
+    """An iterator that adds the seconds each ``next`` waits to ``waited``."""
+
+    def __init__(self, source: Iterator) -> None:
+        self.source, self.waited = source, 0.0
+
+    def __iter__(self) -> "_TimedIterator":
+        return self
+
+    def __next__(self):  # type: ignore[no-untyped-def]
+        t0 = time.perf_counter()
+        try:
+            return next(self.source)
+        finally:
+            self.waited += time.perf_counter() - t0
 
 
 # -- the trainer ------------------------------------------------------------------------------
@@ -279,8 +298,12 @@ class Trainer:
                          "burn_in": int(net.burn_in), "name": self.name}
         self.cfg_text = self.model.cfg_text
 
-        self.detector = any(isinstance(self.model.layers[i], YoloHead)
-                            for i in self.model.output_indices)
+        for node in self.model.nodes:  # a layer without its loss would silently stay untrained
+            if node.kind.name == "contrastive":
+                raise DarkcspError(f"layer {node.index}: [contrastive] has no training loss in "
+                                   "darkcsp (its inference is supported)")
+        self.detector = any(isinstance(self.model.layers[i], (*DETECTION_HEADS, DetectionHead))
+                            for i in self.model.output_indices)  # YoloLoss refuses [detection]
         if self.detector:
             self.loss_fn = YoloLoss(self.model)
             last_head = self.model.nodes[self.loss_fn.specs[-1].index].opts
@@ -400,13 +423,18 @@ class Trainer:
         return self._early_data
 
     def _set_anchors(self, sections: list, anchors: str) -> None:
-        """Replace every [yolo] section's anchors: ``auto`` runs Darknet's ``calc_anchors``
-        k-means (seeded) on the training labels at the network size, with the head's ``num``
-        clusters; otherwise ``anchors`` is a list ``w,h, w,h, ...`` in input pixels."""
+        """Replace every [yolo]/[Gaussian_yolo]/[region] section's anchors: ``auto`` runs
+        Darknet's ``calc_anchors`` k-means (seeded) on the training labels at the network size,
+        with the head's ``num`` clusters; otherwise ``anchors`` is a list ``w,h, w,h, ...`` in
+        input pixels. A [region] takes them in grid cells (pixels x grid / input size) and
+        keeps its ``num`` (its conv's filters follow it)."""
         from darkcsp.config.net import parse_net
-        heads = [s for s in sections[1:] if s.type in ("yolo", "Gaussian_yolo")]
+        yolo_heads = [s for s in sections[1:] if s.type in ("yolo", "Gaussian_yolo")]
+        regions = [s for s in sections[1:] if s.type == "region"]
+        heads = yolo_heads + regions
         if not heads:
-            raise DarkcspError("--anchors: the cfg has no [yolo] layer")
+            raise DarkcspError("--anchors: the cfg has no [yolo], [Gaussian_yolo] or [region] "
+                               "layer")
         net = parse_net(sections[0])
         if anchors.strip().lower() == "auto":
             from darkcsp.evaluate.anchors import calc_anchors
@@ -427,9 +455,21 @@ class Trainer:
                 raise DarkcspError(f"--anchors {anchors!r}: 'auto' or numbers w,h,...") from None
             if not values or len(values) % 2:
                 raise DarkcspError(f"--anchors {anchors!r}: needs w,h pairs")
-        for head in heads:
+        for head in yolo_heads:
             head.set("anchors", values)
             head.set("num", len(values) // 2)
+        if regions:
+            from darkcsp.lower import build_graph
+            grids = [(node.in_shape.w, node.in_shape.h) for node in build_graph(sections).nodes
+                     if node.section.type == "region"]
+            for head, (gw, gh) in zip(regions, grids):
+                num = int(head.get("num") or 1)
+                if len(values) != 2 * num:
+                    raise DarkcspError(f"--anchors: [region] num={num} needs {num} w,h pairs "
+                                       f"(got {len(values) // 2})")
+                head.set("anchors", [round(v * (gw / net.width if k % 2 == 0 else
+                                                 gh / net.height), 6)
+                                     for k, v in enumerate(values)])
 
     def _loader(self) -> Iterator:
         net = self.model.net
@@ -477,10 +517,14 @@ class Trainer:
             if c.overrides and self.checkpoint is None:
                 LOG.info("cfg settings changed: %s", ", ".join(c.overrides))
             self._save_cfg()
-        loader = self._loader()
+        loader = _TimedIterator(self._loader())
         self.model.train()
         start_time = time.time()
-        rate_ips = 0.0
+        # the honest rate: images over the loop's wall clock (evaluation and saving included),
+        # not over summed step times; and the share of it spent waiting for the loader
+        loop_start = time.perf_counter()
+        first_iteration = self.iteration
+        wall = 0.0
         loss_value = float("nan")
         stopped = "done"
         bar = None
@@ -493,8 +537,6 @@ class Trainer:
                 t0 = time.time()
                 loss_value = self._step(loader)
                 dt = max(time.time() - t0, 1e-9)
-                ips = self.batch * self.world / dt
-                rate_ips = ips if rate_ips == 0 else 0.9 * rate_ips + 0.1 * ips
                 if self.avg_loss < 0 or self.avg_loss != self.avg_loss:
                     self.avg_loss = loss_value
                 self.avg_loss = self.avg_loss * 0.9 + loss_value * 0.1
@@ -504,9 +546,12 @@ class Trainer:
                                    ("avg_loss", self.avg_loss), ("lr", lr), ("seconds", dt)):
                     self.history[key].append(value)
                 if bar is not None:
+                    wall = time.perf_counter() - loop_start
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss_value:.3f}", avg=f"{self.avg_loss:.3f}",
-                                    lr=f"{lr:.2e}", ips=f"{rate_ips:.1f}",
+                                    lr=f"{lr:.2e}",
+                                    ips=f"{self._images_since(first_iteration) / wall:.1f}",
+                                    wait=f"{loader.waited / wall:.0%}",
                                     map=f"{self.last_map:.3f}" if self.last_map >= 0 else "-")
                 last = self.iteration >= net.max_batches
                 evaluated = self.evaluator is not None and (
@@ -529,6 +574,7 @@ class Trainer:
                 self._chart()
             raise
         finally:
+            wall = max(time.perf_counter() - loop_start, 1e-9)
             if bar is not None:
                 bar.close()
         if self.is_main:
@@ -540,8 +586,13 @@ class Trainer:
         if self.distributed:
             dist.barrier()
         return TrainResult(self.iteration, self.seen, loss_value, self.avg_loss,
-                           self.best_map, self.last_map, rate_ips, self.out, self.report,
-                           stopped)
+                           self.best_map, self.last_map, self._images_since(first_iteration) / wall,
+                           self.out, self.report, stopped,
+                           data_wait_fraction=min(loader.waited / wall, 1.0), wall_seconds=wall)
+
+    def _images_since(self, first_iteration: int) -> int:
+        """Images trained on (all ranks) since ``first_iteration``."""
+        return (self.iteration - first_iteration) * self.batch * self.world
 
     def _out_of_time(self, start: float) -> bool:
         over = (time.time() - start) / 60 >= self.config.time_limit
@@ -568,7 +619,9 @@ class Trainer:
             with context:
                 with torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
                     inputs = self.forward(images)
-                result = self.loss_fn(inputs, truth, int(w), int(h))
+                # Darknet's seen at this forward: it adds the mini-batch before each one
+                result = self.loss_fn(inputs, truth, int(w), int(h),
+                                      seen=self.seen + (s + 1) * self.mini)
                 self.scaler.scale(result.surrogate / self.batch).backward()
             total += result.total
         self.iteration += 1

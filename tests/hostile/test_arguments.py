@@ -43,7 +43,10 @@ REFUSED = [
     ANCHORS + ["--num", "0"], ANCHORS + ["--num", "2000000000"],
     ["anchors", "a.data", "--height", "416", "--width", "-416"],
     VALID + ["--top", "0"], VALID + ["--limit", "-1"],
-    SYNTHETIC + ["--train", "0"], SYNTHETIC + ["--valid", "-1"], SYNTHETIC + ["--classes", "0"],
+    SYNTHETIC + ["--train", "0"], SYNTHETIC + ["--valid", "-1"],
+    SYNTHETIC + ["--valid", "99999999999999999999"],
+    TRAIN + ["--synthetic-train", "1000001"], TRAIN + ["--max-batches", "2147483648"],
+    SYNTHETIC + ["--classes", "0"],
     SYNTHETIC + ["--size", "0"], SYNTHETIC + ["--seed", "-3"],
 ]
 if not torch.cuda.is_available():

@@ -73,6 +73,9 @@ CASES: dict[str, list[tuple[str, tuple[int, int]]]] = {
               + "classes=1\nnum=3\n", (16, 16))],
     "Gaussian_yolo": [(conv(30, bn=0, activation="linear") + "[Gaussian_yolo]\nmask=0,1,2\n"
                        + YOLO_ANCHORS + "classes=1\nnum=3\n", (16, 16))],
+    "contrastive": [(conv(12, 3) + conv(18, bn=0, activation="linear") + "[yolo]\nmask=0,1,2\n"
+                     + YOLO_ANCHORS + "classes=1\nnum=3\nembedding_layer=-2\n\n[route]\n"
+                     "layers=-3\n\n[contrastive]\nyolo_layer=-2\n", (16, 16))],
     "region": [(conv(14, bn=0, activation="linear") + "[region]\nanchors=1,1,2,2\nclasses=2\n"
                 "num=2\nsoftmax=1\n", (16, 16))],
     "detection": [(conv(4, 3, 2) + "[connected]\noutput=28\nactivation=linear\n\n[detection]\n"
@@ -99,6 +102,7 @@ OPENCV_REFUSES = {
     "local": "a [local] layer",
     "crnn": "a [crnn] layer",
     "Gaussian_yolo": "a [Gaussian_yolo] layer",
+    "contrastive": "a [contrastive] layer",
     "detection": "a [detection] layer",
 }
 

@@ -304,18 +304,19 @@ def test_anchors_list_and_cli_options(tmp_path):
     assert flat <= {(5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)}
 
 
-def test_gaussian_yolo_heads_are_refused_not_skipped(tmp_path):
-    """A head without a loss would silently stay untrained: refuse the cfg instead."""
+def test_heads_without_a_loss_are_refused_not_skipped(tmp_path):
+    """A head without a loss would silently stay untrained: refuse the cfg instead (YOLOv1's
+    [detection]; [Gaussian_yolo] and [region] train, see test_loss_gaussian/_region.py)."""
     from darkcsp.errors import DarkcspError
-    from train_support import TINY_CFG_TEXT
 
-    head, tail = TINY_CFG_TEXT.rsplit("filters=24", 1)
-    text = head + "filters=36" + tail.replace("[yolo]", "[Gaussian_yolo]")
-    cfg = tmp_path / "gauss.cfg"
-    cfg.write_text(text)
+    cfg = tmp_path / "v1.cfg"
+    cfg.write_text("[net]\nwidth=64\nheight=64\nchannels=3\n[maxpool]\nsize=32\nstride=32\n"
+                   "[connected]\noutput=24\nactivation=linear\n"
+                   "[detection]\nside=2\nclasses=1\ncoords=4\nnum=1\n")
     Darknet(str(cfg))  # builds (inference is supported)
-    with pytest.raises(DarkcspError, match=r"layer \d+: \[Gaussian_yolo\] has no training loss"):
-        Trainer(config(tmp_path, "gauss", cfg=str(cfg), max_batches=1)).run()
+    with pytest.raises(DarkcspError, match=r"layer \d+: \[detection\] \(YOLOv1\) has no "
+                                           r"training loss"):
+        Trainer(config(tmp_path, "v1", cfg=str(cfg), max_batches=1)).run()
 
 
 def test_classes_auto_fits_every_head_to_the_data(tmp_path):
