@@ -135,3 +135,28 @@ def add_max_memory(parser: argparse.ArgumentParser) -> None:
 anchor_count = int_range(1, budget.MAX_ANCHORS, name="anchor count")
 shape_classes = int_range(1, 5, name="shape classes")  # darkcsp.data.synthetic.SHAPES
 synthetic_size = int_range(32, 8192, name="image size")
+
+
+def add_precision(parser: argparse.ArgumentParser, backend: bool = True) -> None:
+    """``--precision fp32|bf16|int8`` and ``--calib IMAGE...`` (int8 calibration images), and
+    with ``backend`` a ``--backend`` whose default follows the precision (onnx for int8,
+    torch otherwise); :func:`backend_for` resolves it."""
+    if backend:
+        parser.add_argument("--backend", choices=("torch", "opencv", "onnx"), default=None,
+                            help="what runs the network (same pre-processing, decode and "
+                                 "NMS): darkcsp's module (default; onnx for --precision "
+                                 "int8), OpenCV 4.x DNN or onnxruntime")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+                        help="fp32 (default); bf16: torch backend on a CPU with native bf16 "
+                             "(AVX512-BF16/AMX); int8: onnx backend, ONNX Runtime static "
+                             "quantization, calibrated once and cached (~/.cache/darkcsp)")
+    parser.add_argument("--calib", nargs="+", metavar="IMAGE", default=None,
+                        help="int8 calibration images (about 20 real frames; default: "
+                             "built-in synthetic shapes, which calibrate worse)")
+
+
+def backend_for(args: argparse.Namespace) -> str:
+    """The ``--backend`` given, else onnx for ``--precision int8`` and torch otherwise."""
+    if args.backend is not None:
+        return str(args.backend)
+    return "onnx" if args.precision == "int8" else "torch"

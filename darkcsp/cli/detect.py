@@ -44,9 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="OUT", help="write the detections to this JSON file")
     parser.add_argument("--save-dir", metavar="DIR",
                         help="write each image with its boxes drawn here, under its own name")
-    parser.add_argument("--backend", choices=("torch", "opencv", "onnx"), default="torch",
-                        help="what runs the network (same pre-processing, decode and NMS): "
-                             "darkcsp's module (default), OpenCV 4.x DNN or onnxruntime")
+    arguments.add_precision(parser)
     arguments.add_max_memory(parser)
     arguments.add_exist_ok(parser, "--json")
 
@@ -82,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     taken = _check_outputs(args)
-    detector = Detector(args.cfg, args.weights, backend=args.backend, max_memory=args.max_memory,
+    detector = Detector(args.cfg, args.weights, backend=arguments.backend_for(args),
+                        precision=args.precision, calibration=args.calib,
+                        max_memory=args.max_memory,
                         letterbox=True if args.letterbox else None, thresh=args.thresh,
                         nms=args.nms, names=args.names)
     classes = detection_heads(detector.model)[-1][1].classes

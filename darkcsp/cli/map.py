@@ -63,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=arguments.positive_int, default=None, metavar="N",
                         help="evaluate only the first N images of the list")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    arguments.add_precision(parser)
     arguments.add_max_memory(parser)
     arguments.add_exist_ok(parser, "--json and --metrics-json")
 
@@ -97,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
                      iou_thresh=args.iou_thresh, points=args.points,
                      det_thresh=args.det_thresh, nms=args.nms,
                      letterbox=True if args.letterbox else None, limit=args.limit,
-                     coco=not args.no_coco, coco_json=args.json, progress=not args.quiet)
+                     coco=not args.no_coco, coco_json=args.json, progress=not args.quiet,
+                     backend=arguments.backend_for(args), precision=args.precision,
+                     calibration=args.calib)
     result, names, coco = found.result, found.names, found.coco
     if found.missing_labels:
         print(f"warning: {found.missing_labels} of {found.images} images have no label file "

@@ -58,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue the run of CKPT (default: OUT/last.pt, or the newest "
                         "runs/train/<cfg name>*/last.pt) exactly where it stopped, with its "
                         "own data and settings (only --max-batches, --device, --workers, "
-                        "--threads, --time-limit and progress/AMP flags may change)")
+                        "--threads, --time-limit, --precision and progress/AMP flags may change; a resumed "
+                        "run keeps its --precision unless given)")
     parser.add_argument("--out", help="output folder (default: a new runs/train/<cfg name>, "
                         "<cfg name>2, ...); it must not hold files unless --exist-ok")
     parser.add_argument("--exist-ok", action="store_true", help="allow an --out folder that "
@@ -79,6 +80,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm under DDP "
                         "(CUDA)")
     parser.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="training arithmetic: bf16 autocast with fp32 weights and loss "
+                        "(the .weights stay fp32), or fp32; auto (default): bf16 on a CPU with "
+                        "native bf16 (AVX512-BF16 or AMX), fp32 on other CPUs, AMP on CUDA "
+                        "(unless --no-amp); the CPU run uses channels_last either way")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--synthetic-train", type=arguments.image_count, default=1024,
                         help="synthetic training images")
@@ -103,7 +109,7 @@ def config_from_args(args: argparse.Namespace):
         exist_ok=bool(getattr(args, "exist_ok", False)), workers=args.workers, seed=args.seed,
         map_every=args.map_every, map_images=args.map_images, save_every=args.save_every,
         time_limit=args.time_limit, sync_bn=args.sync_bn,
-        amp=False if args.no_amp else None, progress=not args.no_progress,
+        amp=False if args.no_amp else None, precision=args.precision, progress=not args.no_progress,
         synthetic_train=args.synthetic_train, synthetic_valid=args.synthetic_valid,
         synthetic_classes=args.synthetic_classes, synthetic_size=args.synthetic_size,
         max_memory=args.max_memory)

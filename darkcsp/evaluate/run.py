@@ -39,6 +39,7 @@ from darkcsp.infer.backends import Backend, ModuleBackend, make_backend
 from darkcsp.infer.decode import detection_heads, get_network_boxes
 from darkcsp.infer.detector import rgb_to_network_image
 from darkcsp.infer.nms import nms_settings, nms_sort
+from darkcsp.infer.precision import check_precision
 from darkcsp.infer.preprocess import ImageLike, ImageMeta, prepare
 
 VALID_THRESH = 0.001  # detector valid (COCO/VOC result files)
@@ -217,8 +218,16 @@ def _image_ids(paths: Sequence[str]) -> tuple[list[int], bool]:
 
 
 def _forward(backend: str, model: Any, cfg: str | os.PathLike, weights: str | os.PathLike,
-             device: Any) -> Forward:
-    """``torch``: the loaded module itself (on ``device``); else :func:`make_backend`'s."""
+             device: Any, precision: str = "fp32",
+             calibration: Sequence[str | os.PathLike] | None = None,
+             letterbox: bool | None = None) -> Forward:
+    """``torch`` in fp32: the loaded module itself (on ``device``); else :func:`make_backend`'s
+    (bf16: the torch backend; int8: the onnx backend's quantized, cached model)."""
+    if precision == "int8":
+        return make_backend(backend, model, cfg, weights, device, precision=precision,
+                            calibration=calibration, letterbox=letterbox).forward
+    if precision != "fp32":
+        return make_backend(backend, model, cfg, weights, device, precision=precision).forward
     if backend == "torch":
         if device is not None:
             model.to(device)
@@ -232,7 +241,8 @@ def evaluate(data: str | os.PathLike, cfg: str | os.PathLike, weights: str | os.
              det_thresh: float | None = None, nms: float | None = None,
              letterbox: bool | None = None, limit: int | None = None, backend: str = "torch",
              device: Any = None, coco: bool = False, coco_json: str | os.PathLike | None = None,
-             progress: bool = True, max_memory: MaxMemory = AUTO) -> EvaluationResult:
+             progress: bool = True, max_memory: MaxMemory = AUTO, precision: str = "fp32",
+             calibration: Sequence[str | os.PathLike] | None = None) -> EvaluationResult:
     """Darknet's ``detector map DATA CFG WEIGHTS`` (and, with ``coco``, COCO metrics): the
     numbers ``darkcsp map`` prints, from the ``valid=`` list of the ``.data`` file.
 
@@ -243,10 +253,13 @@ def evaluate(data: str | os.PathLike, cfg: str | os.PathLike, weights: str | os.
     COCO, as Darknet). ``letterbox=None`` follows ``[net] letter_box`` (all Darknet's map
     reads). ``limit``: the first N images. ``backend``: ``"torch"`` (the module as loaded, BN
     folded), ``"opencv"`` or ``"onnx"`` (:func:`darkcsp.infer.backends.make_backend`).
+    ``precision``: ``"fp32"``, ``"bf16"`` (torch backend, CPUs with native bf16) or ``"int8"``
+    (onnx backend, calibrated on ``calibration`` image paths or the synthetic default set).
     ``coco_json``: also write the COCO-pass detections as a COCO results file (implies
     ``coco``)."""
     from tqdm import tqdm
 
+    check_precision(precision, backend)  # before any work
     data = os.fspath(data)
     spec = read_data_cfg(data)
     names = read_names(resolve(spec.get("names", "data/names.list"), data))
@@ -277,7 +290,8 @@ def evaluate(data: str | os.PathLike, cfg: str | os.PathLike, weights: str | os.
     coco_pass = DetectionPass(COCO_PASS.thresh if det_thresh is None else det_thresh,
                               COCO_PASS.nms if nms is None else nms)
     do_coco = coco or coco_json is not None
-    evaluation = MapEvaluation(model, _forward(backend, model, cfg, weights, device),
+    evaluation = MapEvaluation(model, _forward(backend, model, cfg, weights, device, precision,
+                                                calibration, letterbox),
                                letterbox=letterbox, iou_thresh=iou_thresh, thresh=thresh,
                                map_pass=map_pass, coco_pass=coco_pass if do_coco else None)
     report = DataReport()  # label rows read and checked as training reads them

@@ -35,6 +35,7 @@ from darkcsp.errors import DarkcspError
 from darkcsp.export.onnx import INPUT_NAME, export_onnx, output_names
 from darkcsp.export.opencv import export_opencv
 from darkcsp.infer.decode import detection_heads
+from darkcsp.infer.precision import cached_int8, check_precision, require_native_bf16
 from darkcsp.layers.conv import Conv
 from darkcsp.network import Darknet
 
@@ -81,15 +82,16 @@ class MkldnnConv(torch.nn.Module):
     ``torch.compile`` with freezing emits, without the compile). Other activations run after
     the fused conv. About 10% faster than eager channels_last on yolov4-tiny (CPU)."""
 
-    def __init__(self, conv: Conv, input_size: Sequence[int]) -> None:
+    def __init__(self, conv: Conv, input_size: Sequence[int],
+                 dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         c = conv.conv
         self.padding, self.stride = list(c.padding), list(c.stride)
         self.dilation, self.groups = list(c.dilation), c.groups
-        weight = c.weight.detach().contiguous(memory_format=torch.channels_last)
+        weight = c.weight.detach().to(dtype).contiguous(memory_format=torch.channels_last)
         self.weight = torch.ops.mkldnn._reorder_convolution_weight(
             weight, self.padding, self.stride, self.dilation, self.groups, list(input_size))
-        self.bias = c.bias.detach() if c.bias is not None else None
+        self.bias = c.bias.detach().to(dtype) if c.bias is not None else None
         self.attr, self.scalars = MKLDNN_ACTIVATIONS.get(conv.activation, ("none", []))
         self.act = None if conv.activation in MKLDNN_ACTIVATIONS else conv.act
 
@@ -100,14 +102,15 @@ class MkldnnConv(torch.nn.Module):
         return y if self.act is None else self.act(y)
 
 
-def _fuse_mkldnn(model: Darknet) -> int:
-    """Replace every plain BN-folded conv of ``model`` by :class:`MkldnnConv`; the count."""
+def _fuse_mkldnn(model: Darknet, dtype: torch.dtype = torch.float32) -> int:
+    """Replace every plain BN-folded conv of ``model`` by :class:`MkldnnConv` (weights in
+    ``dtype``); the count."""
     replaced = 0
     for node, module in zip(model.nodes, model.layers):
         if (type(module) is Conv and module.bn is None and not module.shared
                 and not module.binary):
             shape = node.in_shape
-            model.layers[node.index] = MkldnnConv(module, (1, shape.c, shape.h, shape.w))
+            model.layers[node.index] = MkldnnConv(module, (1, shape.c, shape.h, shape.w), dtype)
             replaced += 1
     return replaced
 
@@ -118,20 +121,29 @@ class TorchBackend(Backend):
     On the CPU: channels_last (NHWC), the faster layout for oneDNN's convolutions (15-25% on
     yolov4-tiny), and ``fast=True`` (default) runs every conv as one fused oneDNN primitive
     (:class:`MkldnnConv`). ``compile=True`` adds ``torch.compile`` (slow to start).
+    ``precision="bf16"`` (CPUs with native bf16 only): weights and input in bf16 through the
+    whole network, outputs cast back to float32 before decoding.
     """
 
     name = "torch"
 
     def __init__(self, model: Darknet, device: str | torch.device | None = None,
                  channels_last: bool | None = None, compile: bool = False,
-                 fast: bool | None = None) -> None:
+                 fast: bool | None = None, precision: str = "fp32") -> None:
         super().__init__(model)
         self.device = torch.device(device if device is not None else
                                    ("cuda" if torch.cuda.is_available() else "cpu"))
         cpu = self.device.type == "cpu"
+        self.precision = check_precision(precision, "torch")
+        if precision == "bf16" and cpu:
+            require_native_bf16()
+        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         # the parsed graph is read-only: share it rather than deep-copy every node
         net = copy.deepcopy(model, {id(model.layer_graph): model.layer_graph})
         net.fuse().eval().to(self.device)
+        if self.dtype != torch.float32:  # the parameters only: heads keep float32 buffers
+            for param in net.parameters():
+                param.data = param.data.to(self.dtype)
         self.channels_last = cpu if channels_last is None else channels_last
         self.memory_format = (torch.channels_last if self.channels_last
                               else torch.contiguous_format)
@@ -144,12 +156,12 @@ class TorchBackend(Backend):
         self.fast = bool(cpu and self.channels_last and mkldnn_available() and not compile
                          if fast is None else fast)
         if self.fast:
-            _fuse_mkldnn(net)
+            _fuse_mkldnn(net, self.dtype)
         self.net = net
         self.runner: Any = torch.compile(net) if compile else net
 
     def forward(self, batch: ArrayLike) -> list[np.ndarray]:
-        x = torch.as_tensor(batch, dtype=torch.float32)
+        x = torch.as_tensor(batch, dtype=torch.float32).to(self.dtype)
         x = x.to(self.device).contiguous(memory_format=self.memory_format)
         with torch.inference_mode():
             outputs = self.runner(x)
@@ -263,19 +275,35 @@ class OpenCVBackend(Backend):
 
 
 class OnnxBackend(Backend):
-    """onnxruntime on the raw-head ONNX export (BN folded; outputs looked up by name)."""
+    """onnxruntime on the raw-head ONNX export (BN folded; outputs looked up by name).
+
+    ``precision="int8"``: the statically quantized export (QDQ, u8 activations, s8
+    per-channel weights, heads in float32; :func:`darkcsp.infer.precision.cached_int8`),
+    calibrated on ``calibration`` (image paths; None: the synthetic default set, with a
+    warning), quantized once and cached in ``cache_dir`` (default ``~/.cache/darkcsp/int8``)
+    under a hash of ``cfg`` + ``weights`` + the calibration images.
+    """
 
     name = "onnx"
 
     def __init__(self, model: Darknet, cache_dir: str | os.PathLike | None = None,
-                 threads: int | None = None, providers: Sequence[str] | None = None) -> None:
+                 threads: int | None = None, providers: Sequence[str] | None = None,
+                 precision: str = "fp32",
+                 calibration: Sequence[str | os.PathLike] | None = None,
+                 cfg: str | os.PathLike | None = None, weights: str | os.PathLike | None = None,
+                 letterbox: bool | None = None) -> None:
         super().__init__(model)
         import onnxruntime as ort
+        self.precision = check_precision(precision, "onnx")
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
         providers = list(providers or ["CPUExecutionProvider"])
-        if cache_dir is not None:
+        if precision == "int8":
+            path = cached_int8(model, cfg, weights, calibration, cache_dir,
+                               letterbox=letterbox)
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        elif cache_dir is not None:
             path = export_onnx(model, Path(cache_dir) / "model.onnx")
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         else:
@@ -291,12 +319,18 @@ class OnnxBackend(Backend):
 
 def make_backend(name: str, model: Darknet, cfg: str | os.PathLike | None = None,
                  weights: str | os.PathLike | None = None,
-                 device: str | torch.device | None = None, **options: Any) -> Backend:
+                 device: str | torch.device | None = None, precision: str = "fp32",
+                 **options: Any) -> Backend:
     """The backend ``name`` for ``model`` (weights loaded). ``opencv`` also needs the ``cfg``
-    and ``weights`` files (it reads its own export of them); ``options`` go to the backend's
-    constructor (``channels_last``, ``compile``, ``cache_dir``, ``winograd``, ``threads``)."""
+    and ``weights`` files (it reads its own export of them); ``precision``: ``fp32``
+    (every backend), ``bf16`` (torch, CPUs with native bf16) or ``int8`` (onnx; its cache is
+    keyed by ``cfg`` + ``weights`` + ``calibration``); ``options`` go to the backend's
+    constructor (``channels_last``, ``compile``, ``cache_dir``, ``winograd``, ``threads``,
+    ``calibration``)."""
+    if name in BACKENDS:
+        check_precision(precision, name)
     if name == "torch":
-        return TorchBackend(model, device, **options)
+        return TorchBackend(model, device, precision=precision, **options)
     if name == "opencv":
         if cfg is None or weights is None:
             raise DarkcspError("the opencv backend needs the cfg and weights files")
@@ -306,7 +340,10 @@ def make_backend(name: str, model: Darknet, cfg: str | os.PathLike | None = None
     if name == "onnx":
         if device is not None and torch.device(device).type == "cuda":
             options.setdefault("providers", ["CUDAExecutionProvider", "CPUExecutionProvider"])
-        return OnnxBackend(model, **options)
+        if precision == "int8":
+            options.setdefault("cfg", cfg)
+            options.setdefault("weights", weights)
+        return OnnxBackend(model, precision=precision, **options)
     raise DarkcspError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
 
 

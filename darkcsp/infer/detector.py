@@ -32,6 +32,7 @@ from darkcsp.infer.backends import Backend, ModuleBackend, make_backend
 from darkcsp.infer.decode import detection_heads, get_network_boxes
 from darkcsp.infer.nms import apply_nms
 from darkcsp.infer.output import detections_from_rows
+from darkcsp.infer.precision import check_precision
 from darkcsp.infer.preprocess import ImageLike, ImageMeta, load_image, prepare
 from darkcsp.infer.preprocess import _stb_gray  # stb_image's luma, shared with load_image
 from darkcsp.network import Darknet
@@ -162,16 +163,30 @@ class Detector:
     None for class numbers (as ``darkcsp detect``). ``backend_options`` go to the backend
     (see :func:`darkcsp.infer.backends.make_backend`). :meth:`from_model` wraps a model already
     in memory.
+
+    ``precision``: ``"fp32"`` (default), ``"bf16"`` (``backend="torch"`` on a CPU with native
+    bf16) or ``"int8"`` (``backend="onnx"``: ONNX Runtime static quantization calibrated on
+    ``calibration`` image paths, or on built-in synthetic images with a warning when None;
+    quantized once and cached, keyed by cfg + weights + calibration, in ``cache_dir`` or
+    ``~/.cache/darkcsp/int8``).
     """
 
     def __init__(self, cfg: str | os.PathLike, weights: str | os.PathLike,
                  backend: str = "torch", device: str | torch.device | None = None,
                  letterbox: bool | None = None, thresh: float = 0.25, nms: float = 0.45,
                  names: Sequence[str] | str | os.PathLike | None = None,
-                 max_memory: MaxMemory = AUTO, **backend_options: Any) -> None:
+                 max_memory: MaxMemory = AUTO, precision: str = "fp32",
+                 calibration: Sequence[str | os.PathLike] | None = None,
+                 **backend_options: Any) -> None:
+        check_precision(precision, backend)
+        if calibration is not None and precision != "int8":
+            raise DarkcspError("calibration images are for precision='int8' only")
         model = load_model(cfg, weights, max_memory=max_memory)
         listed = self._check(model, names)  # fail before building a backend
-        self._setup(model, make_backend(backend, model, cfg, weights, device, **backend_options),
+        if precision == "int8":
+            backend_options.update(calibration=calibration, letterbox=letterbox)
+        self._setup(model, make_backend(backend, model, cfg, weights, device,
+                                        precision=precision, **backend_options),
                     letterbox, thresh, nms, listed)
 
     @classmethod

@@ -1,5 +1,5 @@
 """``darkcsp train``: train a Darknet cfg with its own ``[net]`` schedule and ``[yolo]``,
-``[Gaussian_yolo]``, ``[region]`` (or ``[softmax]``) losses, Darknet's numbers reproduced (see
+``[Gaussian_yolo]``, ``[region]``, ``[detection]`` (or ``[softmax]``) losses, Darknet's numbers reproduced (see
 each module's docstring for what is exact and what is simplified).
 
 The package is callable as :func:`darkcsp.train.run.train`: ``darkcsp.train(cfg, data=None,

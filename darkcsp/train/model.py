@@ -4,6 +4,12 @@ the device.
 Why a forward pre-hook: Darknet's ``[yolo]`` delta is applied to the head's *input* (the raw
 conv output), so the trainer runs the whole model unchanged and captures those inputs, rather
 than keeping a second, training-only forward.
+
+Precision (``--precision fp32|bf16|auto``): on a CPU, ``auto`` is bf16 autocast where the CPU
+computes bf16 natively (AVX512-BF16 or AMX: :func:`cpu_has_native_bf16`), fp32 elsewhere (an
+emulated bf16 is slower than fp32). The weights stay fp32 (autocast casts per op), the loss is
+computed in fp32 and the ``.weights`` written are fp32 as always. On CUDA ``auto`` keeps AMP
+(fp16 autocast + GradScaler, off with ``--no-amp``).
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import torch
 from torch import nn
 
 from darkcsp.errors import DarkcspError
+from darkcsp.infer.precision import cpu_has_native_bf16
 from darkcsp.network import Darknet
 
 
@@ -71,3 +78,17 @@ def resolve_device(name: str | None, local_rank: int) -> torch.device:
     if device.type == "cuda" and device.index is None:
         device = torch.device(f"cuda:{local_rank}")
     return device
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+def resolve_precision(name: str | None, device: torch.device) -> str:
+    """``fp32`` or ``bf16`` on a CPU, ``amp`` (today's CUDA rule: the AMP flag decides),
+    ``fp32`` or ``bf16`` on CUDA, from ``--precision`` ``auto|fp32|bf16`` (None: auto)."""
+    value = "auto" if name is None else str(name).strip().lower()
+    if value not in PRECISIONS:
+        raise DarkcspError(f"--precision {name!r}: one of {', '.join(PRECISIONS)}")
+    if value == "auto":
+        if device.type == "cuda":
+            return "amp"
+        return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+    return value

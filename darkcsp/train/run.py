@@ -48,12 +48,14 @@ def train_config(cfg: str | os.PathLike, data: str | os.PathLike | None = None, 
                  workers: int | None = None, seed: int = 0, map_every: int | None = None,
                  map_images: int | None = None, save_every: int = 100,
                  time_limit: float | None = None, sync_bn: bool = False,
-                 amp: bool | None = None, progress: bool = True, synthetic_train: int = 1024,
+                 amp: bool | None = None, precision: str = "auto",
+                 progress: bool = True, synthetic_train: int = 1024,
                  synthetic_valid: int = 128, synthetic_classes: int = 3,
                  synthetic_size: int = 256, max_memory: MaxMemory = AUTO) -> TrainConfig:
     """The :class:`TrainConfig` ``darkcsp train`` builds from the same options (see
     ``darkcsp train --help``): ``settings`` are ``--set SECTION.KEY=VALUE`` items, ``amp=False``
-    is ``--no-amp``, ``progress=False`` ``--no-progress``; ``None`` means "from the cfg"."""
+    is ``--no-amp``, ``precision`` ``--precision`` (``"auto"``, ``"fp32"`` or ``"bf16"``),
+    ``progress=False`` ``--no-progress``; ``None`` means "from the cfg"."""
     values: dict[str, Any] = {"max_batches": max_batches, "batch": batch,
                               "subdivisions": subdivisions, "size": size,
                               "learning_rate": learning_rate, "anchors": anchors,
@@ -80,7 +82,7 @@ def train_config(cfg: str | os.PathLike, data: str | os.PathLike | None = None, 
         time_limit=time_limit,
         synthetic=SyntheticSpec(train=synthetic_train, valid=synthetic_valid,
                                 size=synthetic_size, classes=synthetic_classes, seed=seed),
-        progress=progress, amp=amp, anchors=values["anchors"], classes=values["classes"],
+        progress=progress, amp=amp, precision=precision, anchors=values["anchors"], classes=values["classes"],
         learning_rate=values["learning_rate"], overrides=tuple(settings),
         exist_ok=bool(exist_ok), max_memory=max_memory)
 

@@ -11,6 +11,10 @@ Why it looks like this:
   the run's result may differ (:data:`MAY_CHANGE`: ``--max-batches``, ``--device``,
   ``--workers``, ``--time-limit``, progress and AMP flags...). A value equal to the option's
   default cannot be told from "not given" and is simply replaced by the checkpoint's;
+* ``--precision`` (bf16 autocast or fp32) may change on resume: it changes the arithmetic's
+  rounding, not what is trained (weights, optimizer and loss stay fp32), so a bf16 run goes on
+  in fp32 on a machine without bf16. Not given (``auto``), the checkpoint's value stands
+  (:data:`KEPT_UNLESS_GIVEN`);
 * a new run gets a new numbered folder (``runs/train/NAME``, ``NAME2``...); ``--out`` must
   not hold files unless ``--exist-ok``; outputs never replace the run's inputs.
 
@@ -40,7 +44,10 @@ RUNS_ROOT = Path("runs") / "train"
 # Settings that may differ on --resume: they change where or how fast, not what is trained
 # (max_batches only extends or shortens the schedule the cfg text already holds).
 MAY_CHANGE = frozenset({"max_batches", "device", "workers", "progress", "time_limit", "amp",
-                        "out", "resume", "sync_bn", "exist_ok", "threads", "max_memory"})
+                        "out", "resume", "sync_bn", "exist_ok", "threads", "max_memory",
+                        "precision"})
+# May-change settings that a resume takes from the checkpoint when not given (the default)
+KEPT_UNLESS_GIVEN = frozenset({"precision"})
 PATH_FIELDS = ("data", "valid", "weights")
 _INT64 = 2 ** 63
 HISTORY_KEYS = ("iteration", "loss", "avg_loss", "lr", "seconds", "map")
@@ -214,6 +221,9 @@ def restore_config(current: Any, payload: dict[str, Any], path: str) -> Any:
         given = getattr(current, name)
         if name in MAY_CHANGE or name not in stored:
             values[name] = given
+            if name in KEPT_UNLESS_GIVEN and name in stored and \
+                    field.default is not dataclasses.MISSING and given == field.default:
+                values[name] = stored[name]
             continue
         if field.default is not dataclasses.MISSING:
             default = field.default
@@ -258,8 +268,8 @@ def restore_config(current: Any, payload: dict[str, Any], path: str) -> Any:
         raise DarkcspError(
             f"--resume {path}: a resumed run keeps its own settings, and these contradict it: "
             f"{'; '.join(conflicts)}. Drop them, or start a new run (only "
-            "--max-batches, --device, --workers, --threads, --time-limit and progress/AMP "
-            "flags may change)")
+            "--max-batches, --device, --workers, --threads, --time-limit, --precision and "
+            "progress/AMP flags may change)")
     return cls(**values)
 
 

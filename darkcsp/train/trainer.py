@@ -15,7 +15,11 @@ Why it looks like this:
   ``chart.png`` (loss and mAP over iterations), and ``<name>.cfg``, the cfg as trained (the
   one that goes with those ``.weights``);
 * Ctrl-C saves ``last.pt`` and the ``_last.weights`` before leaving;
-* CUDA gets AMP (fp16 autocast + GradScaler) and channels_last; CPU runs plain fp32;
+* CUDA gets AMP (fp16 autocast + GradScaler) and channels_last; a CPU gets channels_last and,
+  with ``--precision auto`` (the default) on a CPU with native bf16 (AVX512-BF16, AMX), bf16
+  autocast (``fp32`` or ``bf16`` forces either; on CUDA ``fp32`` is ``--no-amp`` and ``bf16``
+  is bf16 autocast without a scaler). The weights, the optimizer and the loss stay fp32 (the
+  head inputs are cast to float before the loss), so checkpoints and ``.weights`` are fp32;
 * ``torchrun`` (``WORLD_SIZE`` > 1) gives DistributedDataParallel with gloo on CPU or nccl on
   CUDA, a DistributedSampler per rank and optional SyncBatchNorm. Each rank trains on a full
   ``batch`` per iteration, as each GPU does in Darknet's multi-GPU mode; gradients are
@@ -48,15 +52,15 @@ from darkcsp.data.synthetic import SyntheticSpec
 from darkcsp.errors import DarkcspError, WeightsError
 from darkcsp.files import (FileRefused, RunLock, atomic_write, atomic_write_with, new_run_dir,
                            output_dir, output_file)
-from darkcsp.layers.heads import DetectionHead
 from darkcsp.network import Darknet
 from darkcsp.train.augment import AugmentParams, multiscale_size
 from darkcsp.train.classifier import (AccuracyEvaluator, ClassifierDataset, SoftmaxLoss,
                                     collate_classes, open_classifier_data)
 from darkcsp.train.ema import DarknetEMA
-from darkcsp.train.loss import DETECTION_HEADS, YoloLoss
+from darkcsp.train.loss import DETECTION_HEADS, DetectionSpec, YoloLoss
 from darkcsp.train.metrics import Evaluator, MapEvaluator
-from darkcsp.train.model import HeadInputs, darknet_init, resolve_device
+from darkcsp.train.model import (HeadInputs, cpu_has_native_bf16, darknet_init,
+                                 resolve_device, resolve_precision)
 from darkcsp.train.runstate import (RUNS_ROOT, TRAIN_VERSION, config_to_plain, data_spec,
                                     holds_run, latest_checkpoint, plain_data,
                                     read_train_checkpoint, restore_config)
@@ -95,6 +99,7 @@ class TrainConfig:
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
     progress: bool = True
     amp: bool | None = None  # None: on with CUDA
+    precision: str = "auto"  # auto|fp32|bf16: see darkcsp.train.model.resolve_precision
     anchors: str | None = None  # "auto": k-means (calc_anchors) on the training labels
     classes: str | int | None = None  # "auto": the data's class count, in every head
     learning_rate: float | None = None  # override [net] learning_rate
@@ -136,6 +141,26 @@ class _TimedIterator:
             return next(self.source)
         finally:
             self.waited += time.perf_counter() - t0
+
+
+class _PlainWeights:
+    """An evaluator run with the conv kernels in the plain (NCHW) format that ``darkcsp map``
+    loads them in, so that the periodic mAP is exactly its figure (channels_last kernels round
+    differently); channels_last again after. The Parameters stay the same objects, so the
+    optimizer's and the EMA's references hold."""
+
+    def __init__(self, evaluator: Evaluator) -> None:
+        self.evaluator = evaluator
+
+    def __call__(self, model: nn.Module, device: torch.device) -> float:
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+        for module in convs:
+            module.to(memory_format=torch.contiguous_format)
+        try:
+            return self.evaluator(model, device)
+        finally:
+            for module in convs:
+                module.to(memory_format=torch.channels_last)
 
 
 # -- the trainer ------------------------------------------------------------------------------
@@ -184,12 +209,30 @@ class Trainer:
             self.resume_path = path
             c = self.config = restore_config(c, self.checkpoint, str(path))
             self.name = self.checkpoint["settings"]["name"]
+        self._set_precision()
         self._claim_out()
         try:
             self._setup_run()
         except BaseException:
             self._release_out(failed=True)
             raise
+
+    def _set_precision(self) -> None:
+        """The autocast dtype (None: fp32) and memory format of the forward passes."""
+        self.precision = resolve_precision(self.config.precision, self.device)
+        if self.cuda and self.precision != "amp":
+            self.amp = False  # --precision fp32 or bf16: no fp16 AMP, no GradScaler
+        if self.amp:
+            self.autocast_dtype: torch.dtype | None = torch.float16
+        elif self.precision == "bf16":
+            self.autocast_dtype = torch.bfloat16
+            if self.device.type == "cpu" and not cpu_has_native_bf16() and self.is_main:
+                LOG.warning("--precision bf16: this CPU has no native bf16 (AVX512-BF16 or "
+                            "AMX); it is emulated and slower than fp32")
+        else:
+            self.autocast_dtype = None
+        self.channels_last = self.device.type in ("cuda", "cpu")  # the input batches
+        self.channels_last_weights = self.channels_last  # conv kernels (see _setup_run)
 
     def _claim_out(self) -> None:
         """Resolve, check and lock the run folder before anything is written (rank 0; the
@@ -302,12 +345,14 @@ class Trainer:
             if node.kind.name == "contrastive":
                 raise DarkcspError(f"layer {node.index}: [contrastive] has no training loss in "
                                    "darkcsp (its inference is supported)")
-        self.detector = any(isinstance(self.model.layers[i], (*DETECTION_HEADS, DetectionHead))
-                            for i in self.model.output_indices)  # YoloLoss refuses [detection]
+        self.detector = any(isinstance(self.model.layers[i], DETECTION_HEADS)
+                            for i in self.model.output_indices)
         if self.detector:
             self.loss_fn = YoloLoss(self.model)
-            last_head = self.model.nodes[self.loss_fn.specs[-1].index].opts
-            self.params = AugmentParams.from_cfg(net, last_head)
+            last_spec = self.loss_fn.specs[-1]
+            self.params = AugmentParams.from_cfg(net, self.model.nodes[last_spec.index].opts)
+            if isinstance(last_spec, DetectionSpec):  # its random= picks boxes, not sizes
+                self.params = dataclasses.replace(self.params, random=0.0)
         else:
             self.loss_fn = SoftmaxLoss(self.model)
             self.params = AugmentParams.from_cfg(net, None)
@@ -329,7 +374,7 @@ class Trainer:
                 self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
             elif self.is_main:
                 LOG.warning("--sync-bn needs CUDA; plain BatchNorm is used")
-        if self.cuda:  # conv kernels only: the [yolo] heads keep 5-d buffers
+        if self.channels_last_weights:  # conv kernels only: the [yolo] heads keep 5-d buffers
             for module in self.model.modules():
                 if isinstance(module, nn.Conv2d):
                     module.to(memory_format=torch.channels_last)
@@ -389,11 +434,18 @@ class Trainer:
         if len(self.data.names) > classes and self.is_main:
             LOG.warning("the data has %d classes but the cfg has %d; labels with a larger class "
                         "id are skipped", len(self.data.names), classes)
-        if self.detector and self.evaluator is None and self.data.valid is not None \
-                and len(self.data.valid):
+        yolov1 = any(isinstance(spec, DetectionSpec) for spec in self.loss_fn.specs) \
+            if self.detector else False
+        if yolov1 and self.evaluator is None and self.is_main:
+            LOG.warning("no mAP during training: darkcsp does not decode [detection] (YOLOv1) "
+                        "boxes")
+        if self.detector and not yolov1 and self.evaluator is None \
+                and self.data.valid is not None and len(self.data.valid):
             self.evaluator = MapEvaluator(self.data.valid, len(self.data.names),
                                           max_images=c.map_images)
         self.map_every = c.map_every or max(100, 4 * len(self.data.train) // self.batch)
+        if self.evaluator is not None and self.channels_last_weights:
+            self.evaluator = _PlainWeights(self.evaluator)
 
     def _load_checkpoint_state(self) -> None:
         """Model, optimizer, AMP scaler and EMA from the checkpoint, all checked first: a
@@ -511,9 +563,12 @@ class Trainer:
         c = self.config
         if self.is_main:
             LOG.info("training %s: %d x %d, batch %d (%d x %d), max_batches %d, from iteration "
-                     "%d, on %s%s", self.name, net.width, net.height, self.batch,
+                     "%d, on %s%s, %s%s", self.name, net.width, net.height, self.batch,
                      self.subdivisions, self.mini, net.max_batches, self.iteration,
-                     self.device, f" x {self.world} ranks" if self.distributed else "")
+                     self.device, f" x {self.world} ranks" if self.distributed else "",
+                     {torch.float16: "fp16 AMP", torch.bfloat16: "bf16 autocast"}.get(
+                         self.autocast_dtype, "fp32"),  # type: ignore[arg-type]
+                     ", channels_last" if self.channels_last else "")
             if c.overrides and self.checkpoint is None:
                 LOG.info("cfg settings changed: %s", ", ".join(c.overrides))
             self._save_cfg()
@@ -611,14 +666,16 @@ class Trainer:
                 self.report.add("bad_image", name, "cannot be decoded; replaced by another "
                                 "image")
             images = images.to(self.device, non_blocking=True)
-            if self.cuda:
+            if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             h, w = images.shape[-2:]
             sync = (self.distributed and s < self.subdivisions - 1)
             context = self.forward.no_sync() if sync else contextlib.nullcontext()
             with context:
-                with torch.autocast("cuda", dtype=torch.float16, enabled=self.amp):
+                with torch.autocast(self.device.type, dtype=self.autocast_dtype,
+                                    enabled=self.autocast_dtype is not None):
                     inputs = self.forward(images)
+                inputs = [z.float() for z in inputs]  # the loss in fp32
                 # Darknet's seen at this forward: it adds the mini-batch before each one
                 result = self.loss_fn(inputs, truth, int(w), int(h),
                                       seen=self.seen + (s + 1) * self.mini)

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 from pathlib import Path
@@ -105,3 +106,33 @@ def test_onnx_backend_gives_the_torch_numbers(dataset) -> None:
     assert onnx_map.map == pytest.approx(torch_map.map, abs=1e-3)
     with pytest.raises(darkcsp.DarkcspError, match="unknown backend"):
         darkcsp.evaluate(data, cfg, weights, backend="tensorrt", progress=False)
+
+
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_map_runs_at_reduced_precision(dataset, precision: str, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """``darkcsp map --precision int8|bf16`` (int8 on the onnx backend by default, calibrated
+    on the synthetic default set and cached under $DARKCSP_CACHE)."""
+    from darkcsp.cli import main
+    from darkcsp.infer.precision import cpu_has_native_bf16
+
+    if precision == "int8":
+        pytest.importorskip("onnxruntime.quantization", reason="no onnxruntime quantization")
+    elif not cpu_has_native_bf16():
+        pytest.skip("this CPU has no native bf16")
+    monkeypatch.setenv("DARKCSP_CACHE", str(tmp_path / "cache"))
+    data, cfg, weights = dataset
+    metrics = tmp_path / "m.json"
+    expect = (pytest.warns(UserWarning, match="real frames") if precision == "int8"
+              else contextlib.nullcontext())
+    with expect:
+        assert main(["map", str(data), str(cfg), str(weights), "--quiet", "--no-coco",
+                     "--precision", precision, "--metrics-json", str(metrics)]) == 0
+    assert " mAP over the " in capsys.readouterr().out
+    assert 0.0 <= json.loads(metrics.read_text())["mAP"] <= 1.0
+    if precision == "int8":
+        assert len(list((tmp_path / "cache" / "int8").glob("*.onnx"))) == 1
+    with pytest.raises(darkcsp.DarkcspError, match="backend"):
+        darkcsp.evaluate(data, cfg, weights, backend="opencv", precision=precision,
+                         progress=False)

@@ -305,18 +305,27 @@ def test_anchors_list_and_cli_options(tmp_path):
 
 
 def test_heads_without_a_loss_are_refused_not_skipped(tmp_path):
-    """A head without a loss would silently stay untrained: refuse the cfg instead (YOLOv1's
-    [detection]; [Gaussian_yolo] and [region] train, see test_loss_gaussian/_region.py)."""
+    """A layer without a loss would silently stay untrained: refuse the cfg instead (AlexeyAB's
+    [contrastive], and YOLO9000's [region] tree=; [detection], [Gaussian_yolo] and [region]
+    train, see test_loss_detection/_gaussian/_region.py)."""
     from darkcsp.errors import DarkcspError
 
-    cfg = tmp_path / "v1.cfg"
-    cfg.write_text("[net]\nwidth=64\nheight=64\nchannels=3\n[maxpool]\nsize=32\nstride=32\n"
-                   "[connected]\noutput=24\nactivation=linear\n"
-                   "[detection]\nside=2\nclasses=1\ncoords=4\nnum=1\n")
+    cfg = tmp_path / "contrastive.cfg"
+    cfg.write_text("[net]\nwidth=64\nheight=64\nchannels=3\n"
+                   "[convolutional]\nfilters=12\nsize=3\nstride=2\npad=1\nactivation=leaky\n"
+                   "[convolutional]\nfilters=18\nsize=1\nstride=1\nactivation=linear\n"
+                   "[yolo]\nmask=0,1,2\nanchors=10,13, 16,30, 33,23\nclasses=1\nnum=3\n"
+                   "embedding_layer=-2\n[route]\nlayers=-3\n[contrastive]\nyolo_layer=-2\n")
     Darknet(str(cfg))  # builds (inference is supported)
-    with pytest.raises(DarkcspError, match=r"layer \d+: \[detection\] \(YOLOv1\) has no "
-                                           r"training loss"):
-        Trainer(config(tmp_path, "v1", cfg=str(cfg), max_batches=1)).run()
+    with pytest.raises(DarkcspError, match=r"layer \d+: \[contrastive\] has no training loss"):
+        Trainer(config(tmp_path, "contrastive", cfg=str(cfg), max_batches=1)).run()
+    tree = tmp_path / "tree.cfg"
+    tree.write_text("[net]\nwidth=64\nheight=64\nchannels=3\n[maxpool]\nsize=32\nstride=32\n"
+                    "[convolutional]\nfilters=7\nsize=1\nstride=1\nactivation=linear\n"
+                    "[region]\nanchors=1,1\nclasses=2\ncoords=4\nnum=1\nsoftmax=1\n"
+                    "tree=data/9k.tree\n")
+    with pytest.raises(DarkcspError, match="tree="):
+        Trainer(config(tmp_path, "tree", cfg=str(tree), max_batches=1)).run()
 
 
 def test_classes_auto_fits_every_head_to_the_data(tmp_path):
