@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    inputs = [args.cfg, args.weights]
+    inputs = [args.cfg, args.weights, *(args.calib or [])]
     if (args.int8 or args.calib) and args.target != "onnx":
         raise DarkcspError("--int8 and --calib are for --to onnx")
     if args.calib and not args.int8:

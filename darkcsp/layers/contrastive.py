@@ -49,6 +49,7 @@ class Zeros(DarknetModule):
 @register
 class ContrastiveType(LayerType):
     name = "contrastive"
+    trainable = False  # Darknet trains it with a contrastive loss darkcsp does not have
     references = ("yolo_layer",)
     options = (
         Option("classes", "int", 1000, minimum=1,

@@ -144,6 +144,7 @@ class LayerType:
     detection_head: ClassVar[bool] = False
     summary_name: ClassVar[str | None] = None  # name in Darknet's layer table, default ``name``
     macro: ClassVar[bool] = False  # a dialect section that always lowers to primitives
+    trainable: ClassVar[bool] = True  # False: darkcsp has no training loss for it (refused)
     references: ClassVar[tuple[str, ...]] = ()  # keys holding layer indices (remapped on lowering)
 
     def parse(self, section: Section) -> OptionValues:

@@ -342,9 +342,9 @@ class Trainer:
         self.cfg_text = self.model.cfg_text
 
         for node in self.model.nodes:  # a layer without its loss would silently stay untrained
-            if node.kind.name == "contrastive":
-                raise DarkcspError(f"layer {node.index}: [contrastive] has no training loss in "
-                                   "darkcsp (its inference is supported)")
+            if not node.kind.trainable:
+                raise DarkcspError(f"layer {node.index}: [{node.kind.name}] has no training loss "
+                                   "in darkcsp (its inference is supported)")
         self.detector = any(isinstance(self.model.layers[i], DETECTION_HEADS)
                             for i in self.model.output_indices)
         if self.detector:

@@ -89,6 +89,10 @@ def test_an_existing_file_is_replaced_only_with_exist_ok(model_files, tmp_path, 
                  ["export", str(cfg), str(weights), "--to", "onnx", str(keep)]):
         refused(argv, capsys, "already exists")
     assert digest(keep) == before
+    image = tmp_path / "frame.png"
+    image.write_bytes(b"not decoded: refused before any work")
+    refused(["export", str(cfg), str(weights), "--to", "onnx", str(image), "--int8", "--calib",
+             str(image), "--exist-ok"], capsys, "is an input")  # a calibration frame is an input
     assert main(["lower", str(cfg), "-o", str(keep), "--exist-ok"]) == 0
     assert keep.read_text().startswith("#") and "[net]" in keep.read_text()
 
