@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     arguments.add_precision(parser)
     arguments.add_max_memory(parser)
-    arguments.add_exist_ok(parser, "--json and --metrics-json")
+    arguments.add_exist_ok(parser, "--json, --metrics-json and --plots")
 
 
 def class_table(result: DarknetMapResult, names: Sequence[str]) -> str:
@@ -81,14 +81,14 @@ def class_table(result: DarknetMapResult, names: Sequence[str]) -> str:
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
-    """--json, --metrics-json (files, no input, not the same file) and --plots (a folder), all
-    checked before the evaluation runs."""
+    """--json, --metrics-json (files, no input, not the same file) and --plots (a new or empty
+    folder unless --exist-ok), all checked before the evaluation runs."""
     inputs = [args.data, args.cfg, args.weights]
     files = [output_file(path, inputs, flag, exist_ok=args.exist_ok) for flag, path in
              (("--json", args.json), ("--metrics-json", args.metrics_json)) if path]
     check_outputs_distinct(files)
     if args.plots:
-        output_dir(args.plots, inputs, exist_ok=True, what="--plots")
+        output_dir(args.plots, inputs, exist_ok=args.exist_ok, what="--plots")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,10 +17,10 @@ from darkcsp.infer.detector import Detector, detect_image, detect_rows
 from darkcsp.infer.nms import apply_nms, drop_empty, nms_settings, nms_sort
 from darkcsp.infer.output import darknet_order, detections_from_rows
 from darkcsp.infer.preprocess import (ImageError, ImageMeta, darknet_resize, letterbox,
-                                      load_image, prepare)
+                                      load_image, load_image_bytes, prepare)
 
 __all__ = ["BACKENDS", "Backend", "ModuleBackend", "OnnxBackend", "OpenCVBackend", "TorchBackend",
            "make_backend", "Detector", "get_network_boxes", "detect_image", "detect_rows",
            "darknet_order", "detections_from_rows", "apply_nms", "drop_empty", "nms_settings",
            "nms_sort", "ImageError", "ImageMeta", "darknet_resize", "letterbox", "load_image",
-           "prepare"]
+           "load_image_bytes", "prepare"]

@@ -37,6 +37,8 @@ from darkcsp.export.opencv import export_opencv
 from darkcsp.infer.decode import detection_heads
 from darkcsp.infer.precision import cached_int8, check_precision, require_native_bf16
 from darkcsp.layers.conv import Conv
+from darkcsp.layers.heads import RegionHead, YoloHead
+from darkcsp.layers.registry import NETWORK_INPUT
 from darkcsp.network import Darknet
 
 BACKENDS = ("torch", "opencv", "onnx")
@@ -102,17 +104,51 @@ class MkldnnConv(torch.nn.Module):
         return y if self.act is None else self.act(y)
 
 
-def _fuse_mkldnn(model: Darknet, dtype: torch.dtype = torch.float32) -> int:
+def _fuse_mkldnn(model: Darknet, dtype: torch.dtype = torch.float32,
+                 float32_layers: frozenset[int] = frozenset()) -> int:
     """Replace every plain BN-folded conv of ``model`` by :class:`MkldnnConv` (weights in
-    ``dtype``); the count."""
+    ``dtype``, float32 for the ``float32_layers``); the count."""
     replaced = 0
     for node, module in zip(model.nodes, model.layers):
         if (type(module) is Conv and module.bn is None and not module.shared
                 and not module.binary):
             shape = node.in_shape
-            model.layers[node.index] = MkldnnConv(module, (1, shape.c, shape.h, shape.w), dtype)
+            model.layers[node.index] = MkldnnConv(
+                module, (1, shape.c, shape.h, shape.w),
+                torch.float32 if node.index in float32_layers else dtype)
             replaced += 1
     return replaced
+
+
+class CastTo(torch.nn.Module):
+    """``module`` with its inputs cast to ``in_dtype`` and its output to ``out_dtype``: where
+    a reduced-precision network meets its float32 layers, input and heads."""
+
+    def __init__(self, module: torch.nn.Module, in_dtype: torch.dtype,
+                 out_dtype: torch.dtype) -> None:
+        super().__init__()
+        self.module, self.in_dtype, self.out_dtype = module, in_dtype, out_dtype
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.module(*(x.to(self.in_dtype) for x in inputs)).to(self.out_dtype)
+
+
+def float32_layers(model: Darknet) -> frozenset[int]:
+    """The layers a reduced-precision network keeps in float32, as the int8 export does: the
+    convs that read the image (8-bit pixels have more precision than bf16 keeps) and the
+    convs that feed a detection head (box sizes go through ``exp``, and probabilities near
+    the threshold must fall on the same side)."""
+    heads = {index for index in model.output_indices
+             if isinstance(model.layers[index], (YoloHead, RegionHead))}
+    keep = set()
+    for node in model.nodes:
+        if type(model.layers[node.index]) is not Conv:
+            continue
+        reads_image = NETWORK_INPUT in node.inputs
+        feeds_head = any(node.index in model.nodes[h].inputs for h in heads)
+        if reads_image or feeds_head:
+            keep.add(node.index)
+    return frozenset(keep)
 
 
 class TorchBackend(Backend):
@@ -121,8 +157,9 @@ class TorchBackend(Backend):
     On the CPU: channels_last (NHWC), the faster layout for oneDNN's convolutions (15-25% on
     yolov4-tiny), and ``fast=True`` (default) runs every conv as one fused oneDNN primitive
     (:class:`MkldnnConv`). ``compile=True`` adds ``torch.compile`` (slow to start).
-    ``precision="bf16"`` (CPUs with native bf16 only): weights and input in bf16 through the
-    whole network, outputs cast back to float32 before decoding.
+    ``precision="bf16"`` (CPUs with native bf16 only): weights and activations in bf16, except
+    the convs that read the image and those that feed a detection head
+    (:func:`float32_layers`, as the int8 export keeps them); outputs float32 for decoding.
     """
 
     name = "torch"
@@ -141,9 +178,13 @@ class TorchBackend(Backend):
         # the parsed graph is read-only: share it rather than deep-copy every node
         net = copy.deepcopy(model, {id(model.layer_graph): model.layer_graph})
         net.fuse().eval().to(self.device)
+        self.float32_layers = (float32_layers(net) if self.dtype != torch.float32
+                               else frozenset())
         if self.dtype != torch.float32:  # the parameters only: heads keep float32 buffers
-            for param in net.parameters():
-                param.data = param.data.to(self.dtype)
+            for index, layer in enumerate(net.layers):
+                if index not in self.float32_layers:
+                    for param in layer.parameters():
+                        param.data = param.data.to(self.dtype)
         self.channels_last = cpu if channels_last is None else channels_last
         self.memory_format = (torch.channels_last if self.channels_last
                               else torch.contiguous_format)
@@ -156,13 +197,21 @@ class TorchBackend(Backend):
         self.fast = bool(cpu and self.channels_last and mkldnn_available() and not compile
                          if fast is None else fast)
         if self.fast:
-            _fuse_mkldnn(net, self.dtype)
+            _fuse_mkldnn(net, self.dtype, self.float32_layers)
+        if self.dtype != torch.float32:  # the image stays float32; heads get float32
+            for node in net.nodes:
+                reads_image = NETWORK_INPUT in node.inputs
+                if node.index in self.float32_layers:
+                    out = self.dtype if reads_image else torch.float32
+                    net.layers[node.index] = CastTo(net.layers[node.index], torch.float32, out)
+                elif reads_image:
+                    net.layers[node.index] = CastTo(net.layers[node.index], self.dtype,
+                                                    self.dtype)
         self.net = net
         self.runner: Any = torch.compile(net) if compile else net
 
     def forward(self, batch: ArrayLike) -> list[np.ndarray]:
-        x = torch.as_tensor(batch, dtype=torch.float32).to(self.dtype)
-        x = x.to(self.device).contiguous(memory_format=self.memory_format)
+        x = torch.as_tensor(batch, dtype=torch.float32).to(self.device).contiguous(memory_format=self.memory_format)
         with torch.inference_mode():
             outputs = self.runner(x)
         return [o.to("cpu", torch.float32).contiguous().numpy() for o in outputs]

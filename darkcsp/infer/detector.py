@@ -33,7 +33,7 @@ from darkcsp.infer.decode import detection_heads, get_network_boxes
 from darkcsp.infer.nms import apply_nms
 from darkcsp.infer.output import detections_from_rows
 from darkcsp.infer.precision import check_precision
-from darkcsp.infer.preprocess import ImageLike, ImageMeta, load_image, prepare
+from darkcsp.infer.preprocess import ImageLike, ImageMeta, prepare
 from darkcsp.infer.preprocess import _stb_gray  # stb_image's luma, shared with load_image
 from darkcsp.network import Darknet
 
@@ -84,15 +84,20 @@ def bgr_to_network_image(image: np.ndarray, channels: int) -> np.ndarray:
 
 
 def prepare_input(image: ImageLike, net_w: int, net_h: int, letterbox: bool, channels: int,
-                  rgb: bool = False) -> Prepared:
+                  rgb: bool = False, out: torch.Tensor | None = None) -> Prepared:
     """``prepare`` for a path (read like Darknet) or an array: BGR as ``cv2.imread`` gives it,
-    or with ``rgb`` an RGB array taken as it is (``prepare``'s own input)."""
+    or with ``rgb`` an RGB array (1-channel networks get stb_image's luma of either);
+    written into ``out`` (e.g. a slot of a batch) when given."""
     if isinstance(image, (str, os.PathLike)):
         path = os.fspath(image)
-        tensor, meta = prepare(load_image(path, channels), net_w, net_h, letterbox, channels)
+        tensor, meta = prepare(path, net_w, net_h, letterbox, channels, out=out)
         return Prepared(tensor, meta, path)
-    array = image if rgb else bgr_to_network_image(image, channels)
-    tensor, meta = prepare(array, net_w, net_h, letterbox, channels)
+    array = np.asarray(image)
+    if channels == 3 and array.ndim == 3 and array.shape[2] == 3:  # no copy: read in place
+        tensor, meta = prepare(array, net_w, net_h, letterbox, channels, bgr=not rgb, out=out)
+    else:
+        array = (rgb_to_network_image if rgb else bgr_to_network_image)(array, channels)
+        tensor, meta = prepare(array, net_w, net_h, letterbox, channels, out=out)
     return Prepared(tensor, meta, None)
 
 
@@ -233,11 +238,19 @@ class Detector:
         """(width, height) of the network input."""
         return int(self.model.net.width), int(self.model.net.height)
 
-    def prepare(self, image: ImageLike, rgb: bool = False) -> Prepared:
+    def prepare(self, image: ImageLike, rgb: bool = False,
+                out: torch.Tensor | None = None) -> Prepared:
         """The network input for a path or an array (BGR as ``cv2.imread`` gives it; with
-        ``rgb``, an RGB array, uint8 or float 0..1)."""
+        ``rgb``, an RGB array, uint8 or float 0..1), written into ``out`` when given."""
         w, h = self.input_size
-        return prepare_input(image, w, h, self.letterbox, int(self.model.net.channels), rgb)
+        return prepare_input(image, w, h, self.letterbox, int(self.model.net.channels), rgb,
+                             out)
+
+    def _prepare_batch(self, images: Sequence[ImageLike]) -> tuple[torch.Tensor, list[Prepared]]:
+        """Several images prepared straight into the slots of one batch tensor."""
+        w, h = self.input_size
+        batch = torch.empty((len(images), int(self.model.net.channels), h, w))
+        return batch, [self.prepare(image, out=batch[i]) for i, image in enumerate(images)]
 
     def _rows(self, batch: torch.Tensor, items: Sequence[Prepared]) -> list[np.ndarray]:
         """Darknet's rows after NMS for each prepared image of one forward."""
@@ -267,10 +280,10 @@ class Detector:
 
     def detect_batch(self, images: Iterable[ImageLike]) -> list[Detections]:
         """One forward for several images (paths or BGR arrays); a list per image."""
-        items = [self.prepare(image) for image in images]
-        if not items:
+        listed = list(images)
+        if not listed:
             return []
-        return self._run(torch.stack([item.tensor for item in items]), items)
+        return self._run(*self._prepare_batch(listed))
 
     def detect_folder(self, folder: str | os.PathLike, batch_size: int = 8,
                       num_workers: int = 0, recursive: bool = False, progress: bool = True
@@ -311,7 +324,7 @@ class Detector:
                 index += 1
                 if index % max(1, stride):
                     continue
-                pending.append((index, self.prepare(frame)))
+                pending.append((index, frame))
                 if len(pending) >= batch_size:
                     yield from self._flush(pending)
                     pending = []
@@ -319,11 +332,11 @@ class Detector:
         finally:
             capture.release()
 
-    def _flush(self, pending: list[tuple[int, Prepared]]) -> Iterator[tuple[int, Detections]]:
+    def _flush(self, pending: list[tuple[int, np.ndarray]]
+               ) -> Iterator[tuple[int, Detections]]:
         if not pending:
             return
-        items = [item for _, item in pending]
-        found = self._run(torch.stack([item.tensor for item in items]), items)
+        found = self._run(*self._prepare_batch([frame for _, frame in pending]))
         yield from zip([i for i, _ in pending], found)
 
 

@@ -12,7 +12,9 @@ few grey levels in some pixels.
 """
 from __future__ import annotations
 
+import functools
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Union
 
@@ -44,9 +46,16 @@ def _stb_gray(rgb: np.ndarray) -> np.ndarray:
 
 
 def load_image(path: str | os.PathLike, channels: int = 3) -> np.ndarray:
-    """Read ``path`` as Darknet's ``load_image_stb(path, channels)`` does.
+    """Read ``path`` as Darknet's ``load_image_stb(path, channels)`` does: float32
+    (H, W, channels) in 0..1 (RGB for 3 channels), ``(float)byte / 255.`` per sample; see
+    :func:`load_image_bytes`."""
+    return _to_float(load_image_bytes(path, channels))
 
-    Returns float32 (H, W, channels) in 0..1 (RGB for 3 channels). Grayscale is replicated to
+
+def load_image_bytes(path: str | os.PathLike, channels: int = 3) -> np.ndarray:
+    """The 8-bit samples Darknet's ``load_image_stb(path, channels)`` scales to 0..1.
+
+    Returns uint8 (H, W, channels) (RGB for 3 channels). Grayscale is replicated to
     RGB and an alpha channel is dropped, not composited (stb_image's conversions); 16-bit files
     keep their high byte, as stb_image does. EXIF orientation is ignored, like stb_image.
     Darknet substitutes a 10x10 black image for an unreadable file; we raise instead, since a
@@ -85,7 +94,7 @@ def load_image(path: str | os.PathLike, channels: int = 3) -> np.ndarray:
         data = data[:, :, :1]  # gray(+alpha) -> gray
         if channels == 3:
             data = np.repeat(data, 3, axis=2)
-    return _to_float(data)
+    return data
 
 
 # ``(float)byte / 255.`` for every byte: Darknet divides in double, then stores a float.
@@ -100,14 +109,22 @@ def _to_float(data: np.ndarray) -> np.ndarray:
 
 def _as_float_image(image: np.ndarray) -> np.ndarray:
     """An (H, W[, C]) array as float32 (H, W, C) in 0..1 (uint8 is scaled like Darknet)."""
+    arr = _as_hwc(image)
+    if arr.dtype == np.uint8:
+        return _to_float(arr)
+    return arr.astype(np.float32, copy=False)
+
+
+def _as_hwc(image: np.ndarray) -> np.ndarray:
+    """An (H, W[, C]) array as (H, W, C), uint8 or float32, without copying when it can."""
     arr = np.asarray(image)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3:
         raise ValueError(f"expected an (H, W, C) image, got shape {arr.shape}")
-    if arr.dtype == np.uint8:
-        return _to_float(arr)
-    return arr.astype(np.float32, copy=False)
+    if arr.dtype != np.uint8:
+        arr = arr.astype(np.float32, copy=False)
+    return arr
 
 
 def _axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
@@ -126,41 +143,100 @@ def _axis_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
     return ix, dx
 
 
-def darknet_resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
-    """Darknet's ``resize_image``: separable bilinear, align-corners geometry.
+@dataclass(frozen=True)
+class _AxisPlan:
+    """One axis of ``resize_image``: where each output sample reads and with which weights.
 
-    Horizontal pass first (``(1-dx)*p[ix] + dx*p[ix+1]``; the last column copies the edge
+    ``first``/``second``: source indices of the two taps (only the first ``blend`` outputs
+    take the second tap); ``keep``/``take``: ``1 - d`` and ``d`` as float32 tensors."""
+
+    first: torch.Tensor
+    second: torch.Tensor
+    keep: torch.Tensor
+    take: torch.Tensor
+    blend: int
+
+
+@functools.lru_cache(maxsize=64)
+def _axis_plan(n_in: int, n_out: int) -> _AxisPlan:
+    index, frac = _axis_weights(n_in, n_out)
+    blend = n_out - 1 if n_in > 1 and n_out > 1 else 0
+    take = torch.from_numpy(frac)
+    return _AxisPlan(torch.from_numpy(index), torch.from_numpy(index[:blend] + 1),
+                     (1 - take).contiguous(), take, blend)
+
+
+def _gather_float(src: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
+    """``src`` (C, H, W) gathered along ``dim`` as float32, bytes scaled like ``_to_float``
+    (a float32 division by 255 is correctly rounded and equals ``(float)(b / 255.)`` for
+    every byte; tests/infer/test_detect.py checks all 256)."""
+    picked = src.index_select(dim, index)
+    if picked.dtype == torch.uint8:
+        return picked.float().div_(255)
+    return picked
+
+
+def resize_into(src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Darknet's ``resize_image`` of ``src`` (C, H, W; uint8 bytes or float32 0..1, any
+    strides) written into ``out`` (C, h, w) float32 (a view, e.g. the letterbox window of a
+    batch slot); returns ``out``.
+
+    Separable bilinear with align-corners geometry, in Darknet's order and float32 roundings:
+    horizontal pass first (``(1-dx)*p[ix] + dx*p[ix+1]``; the last column copies the edge
     pixel), then the vertical pass (``(1-dy)*q[iy]`` plus ``dy*q[iy+1]`` except on the last
     row, which therefore keeps only ``(1-dy)*q[iy]`` even when float rounding leaves ``dy``
-    non-zero). ``img`` is float32 (H, W, C); returns float32 (h, w, C).
+    non-zero). Each step is one elementwise torch operation (correctly rounded float32, no
+    fused multiply-add), so the result is bit-identical to the C loops; bytes are converted
+    only where a tap reads them.
     """
-    src = _as_float_image(img)
-    in_h, in_w = src.shape[:2]
+    channels, in_h, in_w = src.shape
+    out_c, h, w = out.shape
+    if out_c != channels:
+        raise ValueError(f"resize: {channels} channels into {out_c}")
+    if (in_h, in_w) == (h, w):
+        out.copy_(src.float().div_(255) if src.dtype == torch.uint8 else src)
+        return out
+    cols = _axis_plan(in_w, w)
+    part = torch.empty((channels, in_h, w), dtype=torch.float32)
+    if cols.blend:
+        left = _gather_float(src, 2, cols.first[:cols.blend]).mul_(cols.keep[:cols.blend])
+        right = _gather_float(src, 2, cols.second).mul_(cols.take[:cols.blend])
+        torch.add(left, right, out=part[:, :, :cols.blend])
+    edge = _gather_float(src, 2, cols.first.new_tensor([in_w - 1]))
+    part[:, :, cols.blend:] = edge
+    rows = _axis_plan(in_h, h)
+    torch.mul(part.index_select(1, rows.first), rows.keep[:, None], out=out)
+    if rows.blend:
+        lower = part.index_select(1, rows.second).mul_(rows.take[:rows.blend, None])
+        out[:, :rows.blend].add_(lower)
+    return out
+
+
+def _chw(image: np.ndarray, bgr: bool = False) -> torch.Tensor:
+    """An (H, W, C) array as a (C, H, W) tensor (channels reversed with ``bgr``); a view of
+    the array unless it has other negative strides than a reversed channel axis."""
+    arr, flip = image, bgr
+    if arr.strides[2] < 0:  # e.g. BGR -> RGB as ``[:, :, ::-1]``: flip in torch instead
+        arr, flip = arr[:, :, ::-1], not flip
+    if min(arr.strides) < 0:
+        arr = np.ascontiguousarray(arr)
+    if arr.flags.writeable:
+        tensor = torch.from_numpy(arr).permute(2, 0, 1)
+    else:  # only read here: torch's warning about writing to it does not apply
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            tensor = torch.from_numpy(arr).permute(2, 0, 1)
+    return tensor.flip(0) if flip and tensor.shape[0] > 1 else tensor
+
+
+def darknet_resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Darknet's ``resize_image`` (:func:`resize_into`) of an (H, W, C) image, uint8 or float
+    0..1; returns float32 (h, w, C)."""
     if w < 1 or h < 1:
         raise ValueError(f"resize to {w}x{h}: sizes must be positive")
-    if (in_w, in_h) == (w, h):
-        return src.copy()
-    one = np.float32(1)
-
-    ix, dx = _axis_weights(in_w, w)
-    part = np.empty((in_h, w, src.shape[2]), dtype=np.float32)
-    if in_w > 1 and w > 1:
-        cols = slice(0, w - 1)
-        a = src[:, ix[cols], :]
-        b = src[:, ix[cols] + 1, :]
-        fx = dx[cols][None, :, None]
-        part[:, cols, :] = (one - fx) * a + fx * b
-        part[:, w - 1, :] = src[:, in_w - 1, :]
-    else:
-        part[:] = src[:, in_w - 1: in_w, :]
-
-    iy, dy = _axis_weights(in_h, h)
-    fy = dy[:, None, None]
-    out = (one - fy) * part[iy, :, :]
-    if in_h > 1 and h > 1:
-        rows = slice(0, h - 1)
-        out[rows] = out[rows] + fy[rows] * part[iy[rows] + 1, :, :]
-    return out.astype(np.float32, copy=False)
+    src = _chw(_as_hwc(img))
+    out = torch.empty((src.shape[0], h, w), dtype=torch.float32)
+    return resize_into(src, out).permute(1, 2, 0).contiguous().numpy()
 
 
 def letterbox_size(img_w: int, img_h: int, net_w: int, net_h: int) -> tuple[int, int]:
@@ -171,41 +247,52 @@ def letterbox_size(img_w: int, img_h: int, net_w: int, net_h: int) -> tuple[int,
     return (img_w * net_h) // img_h, net_h
 
 
-def letterbox(img: np.ndarray, w: int, h: int) -> np.ndarray:
-    """Darknet's ``letterbox_image``: resize keeping the aspect ratio, paste centred (integer
-    offsets) on a canvas filled with 0.5. float32 (H, W, C) -> float32 (h, w, C)."""
-    src = _as_float_image(img)
-    new_w, new_h = letterbox_size(src.shape[1], src.shape[0], w, h)
-    resized = darknet_resize(src, new_w, new_h)
-    canvas = np.full((h, w, src.shape[2]), 0.5, dtype=np.float32)
+def letterbox_into(src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Darknet's ``letterbox_image`` of ``src`` (C, H, W) into ``out`` (C, h, w): resized
+    keeping the aspect ratio, centred (integer offsets) on 0.5 grey; returns ``out``."""
+    _, in_h, in_w = src.shape
+    _, h, w = out.shape
+    new_w, new_h = letterbox_size(in_w, in_h, w, h)
     dx, dy = (w - new_w) // 2, (h - new_h) // 2
-    canvas[dy:dy + new_h, dx:dx + new_w, :] = resized
-    return canvas
+    out.fill_(0.5)
+    resize_into(src, out[:, dy:dy + new_h, dx:dx + new_w])
+    return out
 
 
-_letterbox = letterbox  # ``prepare`` has a parameter of the same name
+def letterbox(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Darknet's ``letterbox_image`` (:func:`letterbox_into`) of an (H, W, C) image, uint8 or
+    float 0..1; returns float32 (h, w, C)."""
+    src = _chw(_as_hwc(img))
+    out = torch.empty((src.shape[0], h, w), dtype=torch.float32)
+    return letterbox_into(src, out).permute(1, 2, 0).contiguous().numpy()
 
 
 def prepare(image: ImageLike, net_w: int, net_h: int, letterbox: bool,
-            channels: int = 3) -> tuple[torch.Tensor, ImageMeta]:
-    """The network input for ``image`` (a path or an (H, W, C) array, RGB, float 0..1 or
-    uint8) as ``darknet detector test`` makes it: float32 (C, net_h, net_w), plus what box
-    decoding needs (original size, letterbox flag)."""
+            channels: int = 3, bgr: bool = False, out: torch.Tensor | None = None
+            ) -> tuple[torch.Tensor, ImageMeta]:
+    """The network input for ``image`` (a path, or an (H, W, C) array, uint8 or float 0..1,
+    RGB, or BGR as OpenCV gives it with ``bgr``) as ``darknet detector test`` makes it:
+    float32 (C, net_h, net_w), written into ``out`` when given (e.g. a slot of a batch), plus
+    what box decoding needs (original size, letterbox flag)."""
     path: str | None = None
     if isinstance(image, (str, os.PathLike)):
         path = os.fspath(image)
-        img = load_image(path, channels)
+        img = load_image_bytes(path, channels)
     else:
-        img = _as_float_image(image)
+        img = _as_hwc(image)
         if img.shape[2] != channels:
             raise ValueError(f"the image has {img.shape[2]} channels, the network takes "
                              f"{channels}")
     orig_h, orig_w = img.shape[:2]
-    sized = (_letterbox(img, net_w, net_h) if letterbox
-             else darknet_resize(img, net_w, net_h))
-    tensor = torch.from_numpy(np.ascontiguousarray(sized.transpose(2, 0, 1)))
-    return tensor, ImageMeta(orig_w, orig_h, net_w, net_h, bool(letterbox), path)
+    if out is None:
+        out = torch.empty((channels, net_h, net_w), dtype=torch.float32)
+    elif tuple(out.shape) != (channels, net_h, net_w) or out.dtype != torch.float32:
+        raise ValueError(f"out must be float32 {(channels, net_h, net_w)}, not "
+                         f"{out.dtype} {tuple(out.shape)}")
+    src = _chw(img, bgr and path is None)
+    (letterbox_into if letterbox else resize_into)(src, out)
+    return out, ImageMeta(orig_w, orig_h, net_w, net_h, bool(letterbox), path)
 
 
-__all__ = ["ImageError", "ImageMeta", "load_image", "darknet_resize", "letterbox",
-           "letterbox_size", "prepare"]
+__all__ = ["ImageError", "ImageMeta", "load_image", "load_image_bytes", "darknet_resize",
+           "letterbox", "letterbox_size", "letterbox_into", "resize_into", "prepare"]

@@ -179,6 +179,8 @@ def test_detect_outputs_fail_before_the_work(model_files, tmp_path, capsys):
 def test_map_outputs_fail_before_the_work(model_files, tmp_path, capsys):
     cfg, weights = model_files
     data = SyntheticShapes(SyntheticSpec(train=1, valid=1, size=64)).write(tmp_path / "set")
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "pr_all.png").write_bytes(b"an earlier run's plot")
     before = digest(tmp_path)
     base = ["map", str(data), str(cfg), str(weights), "--quiet"]
     refused(base + ["--metrics-json", str(tmp_path)], capsys, "is a directory")
@@ -186,6 +188,8 @@ def test_map_outputs_fail_before_the_work(model_files, tmp_path, capsys):
     refused(base + ["--json", str(tmp_path / "m.json"), "--metrics-json",
                     str(tmp_path / "m.json")], capsys, "same file")
     refused(base + ["--plots", str(weights)], capsys, "is a file")
+    refused(base + ["--plots", str(data.parent)], capsys, "holds this command's input")
+    refused(base + ["--plots", str(tmp_path / "plots")], capsys, "not empty")
     assert digest(tmp_path) == before
 
 

@@ -357,6 +357,30 @@ def test_resize_matches_image_c_loops(src: tuple[int, int], dst: tuple[int, int]
     np.testing.assert_array_equal(ours, _resize_loops(im, w, h))
 
 
+@pytest.mark.parametrize("src,dst", [((16, 16), (16, 16)), ((256, 3), (13, 9)), ((1, 6), (4, 3)),
+                                     ((6, 1), (3, 4)), ((741, 500), (416, 416))])
+def test_bytes_resize_like_the_float_image(src: tuple[int, int], dst: tuple[int, int]) -> None:
+    """Bytes are scaled only where a tap reads them: bit-identical to scaling every byte to
+    ``(float)(b / 255.)`` first, for all 256 values, through every entry point (uint8, BGR,
+    a reversed-channel view, into a batch slot)."""
+    (in_w, in_h), (w, h) = src, dst
+    rng = np.random.default_rng(1)
+    u8 = rng.integers(0, 256, (in_h, in_w, 3), dtype=np.uint8)
+    u8.reshape(-1)[:256] = np.arange(256)[:u8.size]
+    as_float = (u8.astype(np.float64) / 255.0).astype(np.float32)
+    np.testing.assert_array_equal(darknet_resize(u8, w, h), _resize_loops(
+        as_float.transpose(2, 0, 1), w, h).transpose(1, 2, 0))
+    for boxed in (False, True):
+        expected, _ = prepare(as_float, w, h, boxed)
+        bgr = np.ascontiguousarray(u8[:, :, ::-1])
+        batch = torch.full((2, 3, h, w), -1.0)
+        for got in (prepare(u8, w, h, boxed)[0], prepare(bgr, w, h, boxed, bgr=True)[0],
+                    prepare(bgr[:, :, ::-1], w, h, boxed)[0],
+                    prepare(u8, w, h, boxed, out=batch[1])[0]):
+            assert torch.equal(got, expected)
+        assert torch.equal(batch[1], expected) and bool((batch[0] == -1).all())
+
+
 def test_letterbox_geometry() -> None:
     img = np.ones((300, 451, 3), np.float32)
     boxed = letterbox(img, 416, 416)
