@@ -15,26 +15,42 @@ def darknet_order(rows: np.ndarray, thresh: float, names: Sequence[str] | None =
                   ) -> list[tuple[int, list[int]]]:
     """What ``draw_detections_v3`` prints: (row, classes) pairs, rows sorted by the box's left
     edge, classes = the best class (highest probability > thresh whose name does not start with
-    ``dont_show``) then every other class > thresh in class order (Darknet does not filter
-    ``dont_show`` there)."""
+    ``dont_show``; ties: the lowest class) then every other class > thresh in class order
+    (Darknet does not filter ``dont_show`` there)."""
+    rows = np.asarray(rows)
+    if len(rows) == 0:
+        return []
     t = F32(thresh)
-    selected: list[tuple[int, int]] = []
-    for i, row in enumerate(rows):
-        probs = row[5:]
-        best, best_prob = -1, t
-        for j in np.flatnonzero(probs > t):
-            if names is not None and j < len(names) and names[j].startswith("dont_show"):
-                continue
-            if probs[j] > best_prob:
-                best, best_prob = int(j), probs[j]
-        if best >= 0:
-            selected.append((i, best))
-    lefts = [F32(rows[i, 0]) - F32(rows[i, 2]) / F32(2) for i, _ in selected]
-    ordered = [selected[k] for k in sorted(range(len(selected)), key=lambda k: lefts[k])]
+    probs = rows[:, 5:]
+    above = probs > t
+    allowed = above
+    if names is not None:
+        hidden = [j for j, name in enumerate(names[:probs.shape[1]])
+                  if name.startswith("dont_show")]
+        if hidden:
+            allowed = above.copy()
+            allowed[:, hidden] = False
+    has = allowed.any(axis=1)
+    selected = np.flatnonzero(has)
+    if len(selected) == 0:
+        return []
+    masked = np.where(allowed[selected], probs[selected], -np.inf)
+    best = np.argmax(masked, axis=1)  # the first of equal maxima, as the strict ">" loop keeps
+    lefts = rows[selected, 0].astype(F32) - rows[selected, 2].astype(F32) / F32(2)
+    if np.isnan(lefts).any():  # Python's sort with NaN keys: keep its exact behaviour
+        order = np.array(sorted(range(len(selected)), key=lambda k: lefts[k]), dtype=np.int64)
+    else:
+        order = np.argsort(lefts, kind="stable")
+    selected, best = selected[order], best[order]
+    others = above[selected]
+    others[np.arange(len(selected)), best] = False
+    counts = others.sum(axis=1)
+    columns = np.nonzero(others)[1].tolist()
     result = []
-    for i, best in ordered:
-        others = [int(j) for j in np.flatnonzero(rows[i, 5:] > t) if j != best]
-        result.append((i, [best, *others]))
+    start = 0
+    for i, b, count in zip(selected.tolist(), best.tolist(), counts.tolist()):
+        result.append((i, [b, *columns[start:start + count]]))
+        start += count
     return result
 
 
