@@ -56,11 +56,10 @@ def test_printed_rate_is_images_over_the_loops_wall_time(tmp_path, monkeypatch, 
     wall = marks["save_last"][-1] - marks["start"][0]
     assert rate == pytest.approx(iterations * batch / wall, rel=0.05)
     # the loader slept SLEEP before each of the 16 batches: at least that share of the wall
-    # time was waiting, and it is most of it on this tiny model
+    # time was waiting (how much more depends on the machine's load, so no fixed floor)
     assert len(batches) == iterations * 2
     slept = len(batches) * SLEEP / wall
     assert slept - 0.01 <= waiting <= 1.0
-    assert waiting >= 0.4, (waiting, wall)
 
 
 def test_result_carries_wall_time_rate_and_data_wait(tmp_path):
