@@ -274,6 +274,7 @@ def prepare(models: list[str], work: Path, darknet: str | None) -> dict[str, dic
                     if isinstance(module, torch.nn.BatchNorm2d):
                         module.running_var.uniform_(0.5, 2.0)
                         module.running_mean.uniform_(-0.5, 0.5)
+                sparse_objectness(model)
             weights = work / f"{name}.weights"
             model.save_weights(weights)
         else:
@@ -303,6 +304,24 @@ def prepare(models: list[str], work: Path, darknet: str | None) -> dict[str, dic
                         darknet_weights=str(dn_weights), data=str(data), image=str(image))
         specs[name] = spec
     return specs
+
+
+OBJECTNESS_BIAS = -5.0  # logistic(-5) = 0.007: most cells below the threshold
+
+
+def sparse_objectness(model: Any) -> None:
+    """Random weights, but heads that find few objects, as a trained detector's do: the
+    objectness bias of every conv that feeds a ``[yolo]`` head set to ``OBJECTNESS_BIAS``.
+    (Random heads otherwise put most cells over the threshold: tens of thousands of
+    detections per photo, which times building Python dicts, not inference.)"""
+    from darkcsp.layers.heads import YoloHead
+    for index in model.output_indices:
+        head = model.layers[index]
+        if not isinstance(head, YoloHead):
+            continue
+        for source in model.nodes[index].inputs:
+            bias = model.layers[source].conv.bias
+            bias.view(len(head.anchors), head.entries)[:, 4] = OBJECTNESS_BIAS
 
 
 def run_one(spec: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
