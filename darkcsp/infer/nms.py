@@ -18,6 +18,7 @@ which one survives) is unspecified in Darknet; here it is the row order.
 """
 from __future__ import annotations
 
+from typing import Callable
 
 import numpy as np
 import torch
@@ -178,27 +179,25 @@ def _rect_pairs(x0: np.ndarray, x1: np.ndarray, y0: np.ndarray, y1: np.ndarray,
         for st, qu in parts:
             if len(st) == 0 or len(qu) == 0:
                 continue
-            s_box, s_cell = _cells(st, ix0, ix1, iy0, iy1, ny)
-            srt = np.argsort(s_cell, kind="stable")
-            s_box, s_cell = s_box[srt], s_cell[srt]
-            q_box, q_cell = _cells(qu, ix0, ix1, iy0, iy1, ny)
-            lo = np.searchsorted(s_cell, q_cell, "left")
-            hi = np.searchsorted(s_cell, q_cell, "right")
-            owner, where = _ragged(lo, hi - lo)
-            if len(owner) == 0:
+            a, b, cell = _shared_cells(*_cells(st, ix0, ix1, iy0, iy1, ny),
+                                       *_cells(qu, ix0, ix1, iy0, iy1, ny))
+            if len(a) == 0:
                 continue
-            a = q_box[owner]
-            cell = q_cell[owner]
-            b = s_box[where]
             keep = (level[a] < lev) | (a < b)
             keep &= cell == np.maximum(ix0[a], ix0[b]) * ny + np.maximum(iy0[a], iy0[b])
             keep &= (x0[b] <= x1[a]) & (x0[a] <= x1[b]) & (y0[b] <= y1[a]) & (y0[a] <= y1[b])
-            a, b = a[keep], b[keep]
-            firsts.append(np.minimum(a, b))
-            seconds.append(np.maximum(a, b))
+            firsts.append(a[keep])
+            seconds.append(b[keep])
+    return _as_ordered_pairs(firsts, seconds)
+
+
+def _as_ordered_pairs(firsts: list[np.ndarray], seconds: list[np.ndarray]
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs found, each as (smaller index, larger index)."""
     if not firsts:
-        return empty
-    return np.concatenate(firsts), np.concatenate(seconds)
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    a, b = np.concatenate(firsts), np.concatenate(seconds)
+    return np.minimum(a, b), np.maximum(a, b)
 
 
 def _cells(boxes: np.ndarray, ix0: np.ndarray, ix1: np.ndarray, iy0: np.ndarray,
@@ -210,6 +209,18 @@ def _cells(boxes: np.ndarray, ix0: np.ndarray, ix1: np.ndarray, iy0: np.ndarray,
     box = boxes[owner]
     cyo = cy[owner]
     return box, (ix0[box] + k // cyo) * ny + iy0[box] + k % cyo
+
+
+def _shared_cells(stored_box: np.ndarray, stored_cell: np.ndarray, query_box: np.ndarray,
+                  query_cell: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query box, stored box, cell) for every query entry and stored entry in the same grid
+    cell (entries: a box and one cell it occupies)."""
+    by_cell = np.argsort(stored_cell, kind="stable")
+    stored_box, stored_cell = stored_box[by_cell], stored_cell[by_cell]
+    lo = np.searchsorted(stored_cell, query_cell, "left")
+    hi = np.searchsorted(stored_cell, query_cell, "right")
+    owner, where = _ragged(lo, hi - lo)
+    return query_box[owner], stored_box[where], query_cell[owner]
 
 
 def _centre_pairs(cx: np.ndarray, cy: np.ndarray, ww: np.ndarray, hh: np.ndarray,
@@ -253,8 +264,6 @@ def _centre_pairs(cx: np.ndarray, cy: np.ndarray, ww: np.ndarray, hh: np.ndarray
         sx = np.clip(np.floor((cx[stored] - ox) / size), 0, _CLIP).astype(np.int64)
         sy = np.clip(np.floor((cy[stored] - oy) / size), 0, _CLIP).astype(np.int64)
         s_cell = sx * (_CLIP + 1) + sy
-        srt = np.argsort(s_cell, kind="stable")
-        s_box, s_cell = stored[srt], s_cell[srt]
         qx, qy, qw, qh = cx[queries], cy[queries], ww[queries], hh[queries]
         rx = k * (qw + np.minimum(top, qw / ts)) * (1 + 1e-9)
         ry = k * (qh + np.minimum(top, qh / ts)) * (1 + 1e-9)
@@ -262,26 +271,18 @@ def _centre_pairs(cx: np.ndarray, cy: np.ndarray, ww: np.ndarray, hh: np.ndarray
                               for v, o in ((qx - rx, ox), (qx + rx, ox), (qy - ry, oy),
                                            (qy + ry, oy)))
         q_box, q_cell = _cells(np.arange(len(queries)), ix0, ix1, iy0, iy1, _CLIP + 1)
-        q_box = queries[q_box]
-        lo_s = np.searchsorted(s_cell, q_cell, "left")
-        hi_s = np.searchsorted(s_cell, q_cell, "right")
-        owner, where = _ragged(lo_s, hi_s - lo_s)
-        if len(owner) == 0:
+        a, b, _ = _shared_cells(stored, s_cell, queries[q_box], q_cell)
+        if len(a) == 0:
             continue
-        a = q_box[owner]
-        b = s_box[where]
         keep = (rank[a] < lo) | (a < b)
         a, b = a[keep], b[keep]
         wa, wb, ha, hb = ww[a], ww[b], hh[a], hh[b]
         ox_ = np.minimum(np.minimum(wa, wb), (wa + wb) / 2 - np.abs(cx[a] - cx[b]))
         oy_ = np.minimum(np.minimum(ha, hb), (ha + hb) / 2 - np.abs(cy[a] - cy[b]))
         keep = (ox_ > 0) & (oy_ > 0) & (ox_ * oy_ > g * (1 - 1e-9) * (area[a] + area[b]))
-        a, b = a[keep], b[keep]
-        firsts.append(np.minimum(a, b))
-        seconds.append(np.maximum(a, b))
-    if not firsts:
-        return empty
-    return np.concatenate(firsts), np.concatenate(seconds)
+        firsts.append(a[keep])
+        seconds.append(b[keep])
+    return _as_ordered_pairs(firsts, seconds)
 
 
 def _joined_pairs(boxes: np.ndarray, thresh: float, kind: str,
@@ -354,9 +355,10 @@ def overlapping_pairs(boxes: np.ndarray, thresh: float, kind: str = "default",
 # -- the greedy ---------------------------------------------------------------------------------
 
 _UNDECIDED, _KEPT, _REMOVED = 0, 1, 2
+Order = Callable[[np.ndarray], np.ndarray]  # nodes -> the same nodes in topological order
 
 
-def _greedy_state(n: int, src: np.ndarray, dst: np.ndarray, topo) -> np.ndarray:
+def _greedy_state(n: int, src: np.ndarray, dst: np.ndarray, topo: Order) -> np.ndarray:
     """Kept mask of the greedy over a DAG of ``n`` nodes: a node is kept unless an edge
     ``src -> dst`` comes from a kept node. ``topo(nodes)`` returns ``nodes`` in a topological
     order (only called when needed).
@@ -395,7 +397,7 @@ def _greedy_state(n: int, src: np.ndarray, dst: np.ndarray, topo) -> np.ndarray:
 
 
 def _sequential(state: np.ndarray, undecided: np.ndarray, src: np.ndarray, dst: np.ndarray,
-                topo) -> None:
+                topo: Order) -> None:
     """Finish the greedy in ``state``: the ``undecided`` nodes one at a time in topological
     order; ``src -> dst`` are the edges among them (all others are settled)."""
     order = np.asarray(topo(undecided), dtype=np.int64).tolist()
