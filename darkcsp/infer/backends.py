@@ -20,12 +20,13 @@ is the :class:`~darkcsp.network.Darknet` the decoder reads anchors, classes and 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -49,6 +50,27 @@ def _as_numpy(batch: ArrayLike) -> np.ndarray:
     if isinstance(batch, torch.Tensor):
         batch = batch.detach().to("cpu", torch.float32).numpy()
     return np.ascontiguousarray(batch, dtype=np.float32)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """torch's CPU threads set to ``count`` (None: unchanged) for the block, then restored.
+
+    The pre-processing and the OpenCV backend's heads are a few small torch operations; next
+    to an OpenCV or ONNX Runtime forward, torch's idle threads still spin on the cores that
+    engine's own threads use (yolov3-tiny on 2 cores, photo to detections on ONNX Runtime:
+    22.0 -> 17.4 ms with one).
+    torch's thread count is per process: a torch computation in another Python thread during
+    this block would run on one thread."""
+    before = torch.get_num_threads()
+    if count is None or count == before:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class Backend(ABC):
@@ -321,9 +343,9 @@ class OpenCVBackend(Backend):
         if not self.head_modules:  # the ONNX graph ends with darkcsp's heads already
             return [np.asarray(out, dtype=np.float32) for out in raw]
         results = []
-        for out, head in zip(raw, self.head_modules):
-            x = torch.from_numpy(np.ascontiguousarray(out.transpose(0, 3, 1, 2)))
-            with torch.inference_mode():
+        with torch_threads(1), torch.inference_mode():  # small: OpenCV's pool keeps the cores
+            for out, head in zip(raw, self.head_modules):
+                x = torch.from_numpy(np.ascontiguousarray(out.transpose(0, 3, 1, 2)))
                 results.append(head(x).numpy())
         return results
 
@@ -405,5 +427,5 @@ def make_backend(name: str, model: Darknet, cfg: str | os.PathLike | None = None
     raise DarkcspError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
 
 
-__all__ = ["Backend", "ModuleBackend", "TorchBackend", "OpenCVBackend", "OnnxBackend", "make_backend",
+__all__ = ["torch_threads", "Backend", "ModuleBackend", "TorchBackend", "OpenCVBackend", "OnnxBackend", "make_backend",
            "opencv_files", "BACKENDS"]

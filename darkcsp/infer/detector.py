@@ -14,7 +14,6 @@ so the backends can be compared one to one.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from darkcsp.budget import AUTO, MaxMemory
 from darkcsp.checkpoint import load_model
 from darkcsp.data.darknet import read_names
 from darkcsp.errors import DarkcspError
-from darkcsp.infer.backends import Backend, ModuleBackend, make_backend
+from darkcsp.infer.backends import Backend, ModuleBackend, make_backend, torch_threads
 from darkcsp.infer.decode import detection_heads, get_network_boxes
 from darkcsp.infer.nms import apply_nms
 from darkcsp.infer.output import detections_from_rows
@@ -100,26 +99,6 @@ def prepare_input(image: ImageLike, net_w: int, net_h: int, letterbox: bool, cha
         array = (rgb_to_network_image if rgb else bgr_to_network_image)(array, channels)
         tensor, meta = prepare(array, net_w, net_h, letterbox, channels, out=out)
     return Prepared(tensor, meta, None)
-
-
-@contextlib.contextmanager
-def _torch_threads(count: int | None) -> Iterator[None]:
-    """torch's CPU threads set to ``count`` (None: unchanged) for the block, then restored.
-
-    The pre-processing is a few torch operations; before an OpenCV or ONNX Runtime forward,
-    torch's idle threads still spin on the cores that engine's own threads are about to use
-    (yolov3-tiny on 2 cores, photo to detections on ONNX Runtime: 22.0 -> 18.0 ms with one).
-    torch's thread count is per process: a torch computation in another Python thread during
-    this block would run on one thread."""
-    before = torch.get_num_threads()
-    if count is None or count == before:
-        yield
-        return
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def detect_rows(model: torch.nn.Module, image: ImageLike, thresh: float = 0.25,
@@ -264,7 +243,7 @@ class Detector:
         """The network input for a path or an array (BGR as ``cv2.imread`` gives it; with
         ``rgb``, an RGB array, uint8 or float 0..1), written into ``out`` when given."""
         w, h = self.input_size
-        with _torch_threads(None if self.backend.runs_on_torch_threads else 1):
+        with torch_threads(None if self.backend.runs_on_torch_threads else 1):
             return prepare_input(image, w, h, self.letterbox, int(self.model.net.channels),
                                  rgb, out)
 

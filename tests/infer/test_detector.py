@@ -333,3 +333,21 @@ def test_detect_image_wraps_the_detector_on_a_model(tiny_files) -> None:
     assert (width, height) == (90, 70) and rows.shape[1] == 5 + 3
     with pytest.raises(DarkcspError, match="2 names but the network has 3 classes"):
         Detector(cfg, weights, names=["only", "two"])
+
+
+def test_torch_threads_is_set_for_the_block_and_restored() -> None:
+    """Pre-processing next to another engine's forward runs on one torch thread; the count
+    comes back afterwards, also when the block raises."""
+    import torch
+
+    from darkcsp.infer.backends import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), torch_threads(1):
+        raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
