@@ -1,5 +1,5 @@
 """Shared pieces of the darkcsp data and train tests (no tests here): a tiny two-head detector
-cfg (yolov3-tiny-like, 64x64, 3 classes)."""
+cfg (yolov3-tiny-like, 64x64, 3 classes) and a three-iteration ``darkcsp train`` run."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -115,3 +115,24 @@ def tiny_cfg(directory: Path) -> Path:
     path = Path(directory) / "tiny.cfg"
     path.write_text(TINY_CFG_TEXT)
     return path
+
+
+def train_three_iterations(cfg_text: str, directory: Path, name: str):
+    """``darkcsp train`` for 3 iterations of batch 4 at 64 px on 8 synthetic images (the quick
+    run's fitting of classes and anchors included); returns the run's cfg with its final
+    ``.weights`` loaded, after checking they record the 12 images seen. (Use the
+    ``single_thread`` fixture with it.)"""
+    from darkcsp import Darknet
+    from darkcsp.cli import main
+
+    cfg = directory / f"{name}.cfg"
+    cfg.write_text(cfg_text)
+    out = directory / "run"
+    assert main(["train", str(cfg), "--out", str(out), "--max-batches", "3", "--batch", "4",
+                 "--size", "64", "--workers", "0", "--no-progress", "--synthetic-train", "8",
+                 "--synthetic-valid", "2", "--synthetic-size", "64", "--map-every", "1000",
+                 "--seed", "1"]) == 0
+    model = Darknet(str(out / f"{name}.cfg"))
+    model.load_weights(out / "backup" / f"{name}_final.weights")
+    assert model.header.seen == 3 * 4
+    return model

@@ -2,7 +2,6 @@
 the best-box rules, the surrogate's gradient, and a short ``darkcsp train`` run."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +9,8 @@ import torch
 from darkcsp import Darknet
 from darkcsp.errors import DarkcspError
 from darkcsp.train.loss import DetectionSpec, YoloLoss
+
+from train_support import train_three_iterations
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -201,21 +202,9 @@ random=1
 """
 
 
-def test_darkcsp_train_runs_a_detection_cfg(tmp_path):
+def test_darkcsp_train_runs_a_detection_cfg(tmp_path, single_thread):
     """Three iterations of ``darkcsp train`` (synthetic data) on a tiny YOLOv1 cfg (2x2 grid,
     2 boxes, 3 classes: 4 x (3 + 2 x 5) = 52 outputs; its random=1 picks random boxes, it is
     no multi-scale); the saved .weights load back into the cfg as trained."""
-    from darkcsp.cli import main
-
-    cfg = tmp_path / "v1.cfg"
-    cfg.write_text(TINY_DETECTION)
-    out = tmp_path / "run"
-    torch.set_num_threads(1)
-    assert main(["train", str(cfg), "--out", str(out), "--max-batches", "3", "--batch", "4",
-                 "--size", "64", "--workers", "0", "--no-progress", "--synthetic-train", "8",
-                 "--synthetic-valid", "2", "--synthetic-size", "64", "--map-every", "1000",
-                 "--seed", "1"]) == 0
-    model = Darknet(str(out / "v1.cfg"))
-    model.load_weights(Path(out) / "backup" / "v1_final.weights")
-    assert model.header.seen == 3 * 4
+    model = train_three_iterations(TINY_DETECTION, tmp_path, "v1")
     assert model.nodes[-1].section.type == "detection"

@@ -3,7 +3,6 @@ the surrogate's gradient, and a short ``darkcsp train`` run."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ import torch
 from darkcsp import Darknet
 from darkcsp.train.loss import GaussianSpec, YoloLoss
 
-from train_support import TINY_CFG_TEXT
+from train_support import TINY_CFG_TEXT, train_three_iterations
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -154,22 +153,10 @@ def test_gradient_is_the_delta_on_random_inputs():
     assert torch.isfinite(delta).all() and result.count == 2
 
 
-def test_darkcsp_train_runs_a_gaussian_cfg(tmp_path):
+def test_darkcsp_train_runs_a_gaussian_cfg(tmp_path, single_thread):
     """Three iterations of ``darkcsp train`` on the tiny two-head cfg with [Gaussian_yolo]
     heads (3 anchors x (9 + 3) = 36 filters); the saved .weights load back."""
-    from darkcsp.cli import main
-
     text = TINY_CFG_TEXT.replace("filters=24", "filters=36").replace("[yolo]",
                                                                      "[Gaussian_yolo]")
-    cfg = tmp_path / "gauss.cfg"
-    cfg.write_text(text)
-    out = tmp_path / "run"
-    torch.set_num_threads(1)
-    assert main(["train", str(cfg), "--out", str(out), "--max-batches", "3", "--batch", "4",
-                 "--size", "64", "--workers", "0", "--no-progress", "--synthetic-train", "8",
-                 "--synthetic-valid", "2", "--synthetic-size", "64", "--map-every", "1000",
-                 "--seed", "1"]) == 0
-    model = Darknet(str(out / "gauss.cfg"))
-    model.load_weights(Path(out) / "backup" / "gauss_final.weights")
-    assert model.header.seen == 3 * 4
+    model = train_three_iterations(text, tmp_path, "gauss")
     assert [n.section.type for n in model.nodes].count("Gaussian_yolo") == 2

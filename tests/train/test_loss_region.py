@@ -3,7 +3,6 @@ the prior warm-up, the surrogate's gradient, and a short ``darkcsp train`` run."
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +10,8 @@ import torch
 from darkcsp import Darknet
 from darkcsp.errors import DarkcspError
 from darkcsp.train.loss import RegionSpec, YoloLoss
+
+from train_support import train_three_iterations
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -206,23 +207,11 @@ random=1
 """
 
 
-def test_darkcsp_train_runs_a_region_cfg(tmp_path):
+def test_darkcsp_train_runs_a_region_cfg(tmp_path, single_thread):
     """Three iterations of ``darkcsp train`` (the quick synthetic run: anchors fitted by
     k-means and given to the [region] in grid cells, classes fitted) on a tiny YOLOv2 cfg;
     the saved .weights load back into the cfg as trained."""
-    from darkcsp.cli import main
-
-    cfg = tmp_path / "v2.cfg"
-    cfg.write_text(TINY_REGION)
-    out = tmp_path / "run"
-    torch.set_num_threads(1)
-    assert main(["train", str(cfg), "--out", str(out), "--max-batches", "3", "--batch", "4",
-                 "--size", "64", "--workers", "0", "--no-progress", "--synthetic-train", "8",
-                 "--synthetic-valid", "2", "--synthetic-size", "64", "--map-every", "1000",
-                 "--seed", "1"]) == 0
-    model = Darknet(str(out / "v2.cfg"))
-    model.load_weights(Path(out) / "backup" / "v2_final.weights")
-    assert model.header.seen == 3 * 4
+    model = train_three_iterations(TINY_REGION, tmp_path, "v2")
     region = model.nodes[-1]
     assert region.section.type == "region" and region.opts.num == 5
     assert max(region.opts.anchors) <= 2  # k-means pixels -> cells of the 2x2 grid
