@@ -374,11 +374,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-wait", type=float, default=120.0,
                         help="longest wait for an idle machine before each run (s)")
     parser.add_argument("--retries", type=int, default=2)
-    parser.add_argument("--json", metavar="OUT", help="write all results here")
+    parser.add_argument("--json", metavar="OUT", help="write all results here (a new file "
+                        "unless --exist-ok)")
+    parser.add_argument("--exist-ok", action="store_true", help="let --json replace a file")
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
+    if args.json:  # checked before the long run, never one of the models' files
+        sys.path.insert(0, str(REPO))
+        from darkcsp.files import FileRefused, output_file
+        inputs = [p for m in args.models for p in MODELS[m] if p is not None]
+        try:
+            output_file(args.json, inputs, "--json", exist_ok=args.exist_ok)
+        except FileRefused as exc:
+            parser.error(str(exc))
 
     missing = [m for m in args.models if not MODELS[m][0].exists()
                or (MODELS[m][1] is not None and not MODELS[m][1].exists())]

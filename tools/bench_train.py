@@ -78,6 +78,7 @@ sys.path.insert(0, str(REPO))
 
 from darkcsp.cli import train as train_cli  # noqa: E402
 from darkcsp.data.synthetic import make_image  # noqa: E402
+from darkcsp.files import FileRefused, new_run_dir, output_dir  # noqa: E402
 from darkcsp.train.runstate import read_train_checkpoint  # noqa: E402
 from darkcsp.train.trainer import Trainer  # noqa: E402
 
@@ -444,7 +445,10 @@ def main(argv: list[str] | None = None) -> int:
                         "(mAP mode), cfg/yolov4-tiny.cfg (--darknet)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (and "
                         "Darknet's OMP_NUM_THREADS)")
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_train")
+    parser.add_argument("--out", type=Path, default=None, help="a new or empty folder "
+                        "(default: a new runs/bench_train, bench_train2, ...)")
+    parser.add_argument("--exist-ok", action="store_true", help="let --out be a folder "
+                        "that already holds files (an earlier bench's are replaced)")
     group = parser.add_argument_group("mAP mode")
     group.add_argument("--minutes", type=float, default=15.0)
     group.add_argument("--train-images", type=int, default=1024)
@@ -469,6 +473,14 @@ def main(argv: list[str] | None = None) -> int:
                        help="change the shared training cfg (both tools), e.g. "
                        "--set net.flip=0; repeatable")
     args = parser.parse_args(own)
+    try:
+        if args.out is None:
+            args.out = new_run_dir(REPO / "runs", "bench_train")
+        else:
+            output_dir(args.out, [args.cfg] if args.cfg else [], exist_ok=args.exist_ok,
+                       what="--out")
+    except FileRefused as exc:
+        parser.error(str(exc))
     if args.darknet is None and args.compare:
         print(BUILD_DARKNET)
         return 2

@@ -14,6 +14,7 @@ so the backends can be compared one to one.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import dataclass
@@ -242,16 +243,25 @@ class Detector:
                 out: torch.Tensor | None = None) -> Prepared:
         """The network input for a path or an array (BGR as ``cv2.imread`` gives it; with
         ``rgb``, an RGB array, uint8 or float 0..1), written into ``out`` when given."""
+        with self._preprocessing_threads():
+            return self._prepare(image, rgb, out)
+
+    def _prepare(self, image: ImageLike, rgb: bool = False,
+                 out: torch.Tensor | None = None) -> Prepared:
         w, h = self.input_size
-        with torch_threads(None if self.backend.runs_on_torch_threads else 1):
-            return prepare_input(image, w, h, self.letterbox, int(self.model.net.channels),
-                                 rgb, out)
+        return prepare_input(image, w, h, self.letterbox, int(self.model.net.channels), rgb,
+                             out)
+
+    def _preprocessing_threads(self) -> contextlib.AbstractContextManager[None]:
+        """One torch thread for the pre-processing unless the forward runs on torch's."""
+        return torch_threads(None if self.backend.runs_on_torch_threads else 1)
 
     def _prepare_batch(self, images: Sequence[ImageLike]) -> tuple[torch.Tensor, list[Prepared]]:
         """Several images prepared straight into the slots of one batch tensor."""
         w, h = self.input_size
         batch = torch.empty((len(images), int(self.model.net.channels), h, w))
-        return batch, [self.prepare(image, out=batch[i]) for i, image in enumerate(images)]
+        with self._preprocessing_threads():
+            return batch, [self._prepare(image, out=batch[i]) for i, image in enumerate(images)]
 
     def _rows(self, batch: torch.Tensor, items: Sequence[Prepared]) -> list[np.ndarray]:
         """Darknet's rows after NMS for each prepared image of one forward."""

@@ -107,14 +107,6 @@ def _to_float(data: np.ndarray) -> np.ndarray:
     return _BYTE_TO_FLOAT[data]
 
 
-def _as_float_image(image: np.ndarray) -> np.ndarray:
-    """An (H, W[, C]) array as float32 (H, W, C) in 0..1 (uint8 is scaled like Darknet)."""
-    arr = _as_hwc(image)
-    if arr.dtype == np.uint8:
-        return _to_float(arr)
-    return arr.astype(np.float32, copy=False)
-
-
 def _as_hwc(image: np.ndarray) -> np.ndarray:
     """An (H, W[, C]) array as (H, W, C), uint8 or float32, without copying when it can."""
     arr = np.asarray(image)
